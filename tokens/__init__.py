@@ -1,0 +1,1 @@
+"""Direct Line token service: the core, free of azure.functions."""

@@ -1,0 +1,75 @@
+"""The token request's body: size, media type, JSON object, and the two optional fields."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any
+
+from tokens.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+MAX_BODY_BYTES = 4096
+MAX_USER_NAME = 64
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # With duplicate keys, which value wins depends on the parser; refuse instead of guessing.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise InvalidRequest(f"The key {key[:32]!r} appears more than once in the body.")
+        result[key] = value
+    return result
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media_type, *params = (part.strip().lower() for part in content_type.split(";"))
+    if media_type != "application/json":
+        return False
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
+def has_control_characters(text: str) -> bool:
+    """Cc (newlines, ANSI escapes), Cf (bidi marks, zero-width), and line/paragraph separators."""
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for ch in text)
+
+
+def parse_token_body(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """The validated body as a dict with at most `userName` and `userHandle`; raise the SPEC's error."""
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge()
+    if not body:
+        return {}
+    if not is_json_media_type(content_type):
+        raise UnsupportedMediaType()
+    try:
+        data = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except InvalidRequest:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidRequest("The request body is not valid UTF-8 JSON.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    fields: dict[str, Any] = {}
+    name = data.get("userName")
+    if name is not None:
+        if not isinstance(name, str):
+            raise InvalidRequest("userName must be a string.")
+        if len(name) > MAX_USER_NAME:
+            raise InvalidRequest(f"userName must be at most {MAX_USER_NAME} characters.")
+        if has_control_characters(name):
+            raise InvalidRequest("userName must not contain control characters.")
+        if name.strip():
+            fields["userName"] = name.strip()
+    handle = data.get("userHandle")
+    if handle is not None:
+        if not isinstance(handle, str):
+            raise InvalidRequest("userHandle must be a string.")
+        fields["userHandle"] = handle
+    return fields

@@ -1,0 +1,231 @@
+"""The Direct Line client: the only place that talks to Direct Line.
+
+One `DirectLineClient` per process holds one pooled `requests.Session`, so token requests reuse warm
+TLS connections. Every call has a deadline of `timeout` seconds, connect and read together. A
+connection failure or a 500/502/503 answer is retried once after a short jittered pause, only while
+the deadline allows; `Retry-After` is reported to the caller, never slept on.
+
+Every outcome leaves this module as a dict of Direct Line's own fields or as one of the errors in
+`tokens.errors`; nothing from `requests` leaks out, and Direct Line's error bodies are never read.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from tokens.errors import (
+    ServiceError,
+    TokenExpired,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+log = logging.getLogger("tokens.directline")
+
+MAX_RESPONSE_BYTES = 64 * 1024  # a token answer is under 2 KB; anything near this is not one
+MAX_RETRY_AFTER = 60
+CONNECT_TIMEOUT = 3.05
+RETRY_PAUSE = (0.05, 0.15)  # seconds, jittered so that many instances do not retry in step
+MIN_RETRY_BUDGET = 0.25  # a retry needs at least this long left to have a chance
+RETRYABLE_STATUSES = frozenset({500, 502, 503})
+REJECTED_REFRESH_STATUSES = frozenset({400, 401, 403, 404})
+USER_AGENT = "directline-token-service/0.1"
+
+JsonObject = dict[str, Any]
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way that a second attempt might not; carries the error to give up with."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def new_session(pool_size: int = 32) -> requests.Session:
+    session = requests.Session()
+    # requests' own retries would ignore our deadline, so they are off; ours are explicit.
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> int | None:
+    """Seconds to wait, from a delta or an HTTP date, capped at one minute; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(1, min(MAX_RETRY_AFTER, int(seconds + 0.999)))
+
+
+class DirectLineClient:
+    def __init__(
+        self,
+        endpoint: str,
+        secret: str,
+        timeout: float,
+        *,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._secret = secret
+        self.timeout = timeout
+        self._session = session or new_session()
+        self._clock = clock
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"DirectLineClient(endpoint={self.endpoint!r}, timeout={self.timeout!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def generate(self, user: JsonObject, trusted_origins: list[str]) -> JsonObject:
+        """Mint a token with the secret; `user` is `{"id": "dl_…", "name"?: "…"}`."""
+        body: JsonObject = {"user": user}
+        if trusted_origins:
+            body["trustedOrigins"] = trusted_origins
+        return self._call("tokens/generate", self._secret, body, _rejected_secret)
+
+    def refresh(self, token: str) -> JsonObject:
+        """Refresh a caller's Direct Line token; the secret is not used."""
+        return self._call("tokens/refresh", token, None, _rejected_token)
+
+    def _call(
+        self,
+        path: str,
+        bearer: str,
+        body: JsonObject | None,
+        on_rejected: Callable[[int], ServiceError],
+    ) -> JsonObject:
+        deadline = self._clock() + self.timeout
+        for attempt in (1, 2):
+            try:
+                return self._attempt(path, bearer, body, on_rejected, deadline)
+            except _Retryable as failure:
+                pause = random.uniform(*RETRY_PAUSE)  # noqa: S311 - jitter, not a secret
+                left = deadline - self._clock()
+                if attempt == 2 or left < pause + MIN_RETRY_BUDGET:
+                    raise failure.error from failure.__cause__
+                log.warning("Direct Line call %s failed (%s); retrying once", path, failure.error.code)
+                self._sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(
+        self,
+        path: str,
+        bearer: str,
+        body: JsonObject | None,
+        on_rejected: Callable[[int], ServiceError],
+        deadline: float,
+    ) -> JsonObject:
+        left = deadline - self._clock()
+        if left <= 0:
+            raise UpstreamTimeout()
+        try:
+            response = self._session.post(
+                f"{self.endpoint}/{path}",
+                json=body,
+                headers={"Authorization": f"Bearer {bearer}"},
+                timeout=(min(CONNECT_TIMEOUT, left), left),
+                stream=True,
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            raise UpstreamTimeout() from exc
+        except requests.RequestException as exc:
+            raise _Retryable(_unavailable(None)) from exc
+        with response:
+            return self._read_answer(response, on_rejected, deadline)
+
+    def _read_answer(
+        self,
+        response: requests.Response,
+        on_rejected: Callable[[int], ServiceError],
+        deadline: float,
+    ) -> JsonObject:
+        status = response.status_code
+        if status == 429:
+            raise _unavailable(response.headers.get("Retry-After"))
+        if status in RETRYABLE_STATUSES:
+            error: ServiceError = (
+                _unavailable(response.headers.get("Retry-After"))
+                if status == 503
+                else UpstreamError(f"Direct Line answered HTTP {status}.")
+            )
+            raise _Retryable(error)
+        if status != 200:
+            raise on_rejected(status)
+        return _parse_token_answer(self._read_body(response, deadline))
+
+    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(chunk_size=16 * 1024):
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise UpstreamError("Direct Line's answer was too large to be a token.")
+                if self._clock() > deadline:
+                    raise UpstreamTimeout()
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            if self._clock() >= deadline:
+                raise UpstreamTimeout() from exc
+            raise _Retryable(_unavailable(None)) from exc
+        return b"".join(chunks)
+
+
+def _unavailable(retry_after: str | None) -> UpstreamUnavailable:
+    return UpstreamUnavailable(retry_after=parse_retry_after(retry_after))
+
+
+def _rejected_secret(status: int) -> ServiceError:
+    return UpstreamError(
+        f"Direct Line refused the token request (HTTP {status}); check DIRECT_LINE_SECRET "
+        "and DIRECT_LINE_ENDPOINT."
+    )
+
+
+def _rejected_token(status: int) -> ServiceError:
+    if status in REJECTED_REFRESH_STATUSES:
+        return TokenExpired()
+    return UpstreamError(f"Direct Line refused the refresh (HTTP {status}).")
+
+
+def _parse_token_answer(raw: bytes) -> JsonObject:
+    try:
+        answer = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UpstreamError("Direct Line's answer was not JSON.") from None
+    if not isinstance(answer, dict):
+        raise UpstreamError("Direct Line's answer was not a JSON object.")
+    token, conversation = answer.get("token"), answer.get("conversationId")
+    if not isinstance(token, str) or not token or not isinstance(conversation, str):
+        raise UpstreamError("Direct Line's answer had no token or conversation id.")
+    expires_in = answer.get("expires_in")
+    if expires_in is not None and (not isinstance(expires_in, int) or isinstance(expires_in, bool)):
+        raise UpstreamError("Direct Line's answer had an expires_in that is not a number.")
+    return answer

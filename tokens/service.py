@@ -1,0 +1,234 @@
+"""The use cases: issue a token, refresh a token, answer a preflight, report health.
+
+Orchestration only: each step is a call into the module that owns it, and every outcome of a POST,
+good or bad, leaves exactly one audit record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tokens import audit, origins
+from tokens.body import MAX_BODY_BYTES, parse_token_body
+from tokens.clientip import client_address, for_audit
+from tokens.directline import DirectLineClient
+from tokens.errors import (
+    Misconfigured,
+    OriginNotAllowed,
+    PayloadTooLarge,
+    ServiceError,
+    Unauthorized,
+)
+from tokens.http import Request, Response, error_response, json_response
+from tokens.identity import AnonymousIdentity, Identity, bearer_token, build_identity
+from tokens.ratelimit import RateLimiter
+from tokens.settings import Settings, SettingsError
+
+log = logging.getLogger("tokens.service")
+
+
+class Service(Protocol):
+    def issue_token(self, request: Request) -> Response: ...
+    def refresh_token(self, request: Request) -> Response: ...
+    def preflight(self, request: Request) -> Response: ...
+    def health(self) -> Response: ...
+
+
+@dataclass
+class _Outcome:
+    """What the audit record needs to know, filled in as the request goes along."""
+
+    user_id: str | None = None
+    conversation_id: str | None = None
+
+
+class TokenService:
+    def __init__(
+        self,
+        settings: Settings,
+        client: DirectLineClient,
+        identity: Identity,
+        limiter: RateLimiter,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.identity = identity
+        self.limiter = limiter
+        self._clock = clock
+
+    # -- routes -------------------------------------------------------------------------------
+
+    def issue_token(self, request: Request) -> Response:
+        return self._audited("directline.token", request, self._issue)
+
+    def refresh_token(self, request: Request) -> Response:
+        return self._audited("directline.refresh", request, self._refresh)
+
+    def preflight(self, request: Request) -> Response:
+        origin = request.header("origin")
+        if origin is None:
+            return Response(204, None, {"Allow": origins.CORS_ALLOW_METHODS, "Vary": "Origin"})
+        if not origins.is_allowed(origin, self.settings.allowed_origins):
+            return error_response(OriginNotAllowed())
+        return Response(204, None, origins.preflight_headers(origin))
+
+    def health(self) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _issue(self, request: Request, outcome: _Outcome) -> Response:
+        trusted_origins = self._check_origin(request)
+        body = parse_token_body(request.body, request.header("content-type"))
+        caller = self.identity.identify(request.headers, body)
+        outcome.user_id = caller.user_id
+        self.limiter.check(caller.user_id if caller.verified else self._client_key(request))
+        user: dict[str, Any] = {"id": caller.user_id}
+        if caller.name:
+            user["name"] = caller.name
+        answer = self.client.generate(user, trusted_origins)
+        outcome.conversation_id = _text(answer.get("conversationId"))
+        payload = {**answer, "userId": caller.user_id, "domain": self.client.endpoint}
+        if isinstance(self.identity, AnonymousIdentity):
+            payload["userHandle"] = self.identity.issue_handle(caller.user_id)
+        return json_response(200, payload)
+
+    def _refresh(self, request: Request, outcome: _Outcome) -> Response:
+        self._check_origin(request)
+        if len(request.body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge()
+        token = bearer_token(request.headers)
+        if token is None:
+            raise Unauthorized("Send the Direct Line token to refresh as Authorization: Bearer <token>.")
+        self.limiter.check(self._client_key(request))
+        answer = self.client.refresh(token)
+        outcome.conversation_id = _text(answer.get("conversationId"))
+        payload = {
+            "conversationId": answer.get("conversationId"),
+            "token": answer.get("token"),
+            "expires_in": answer.get("expires_in"),
+            "domain": self.client.endpoint,
+        }
+        return json_response(200, payload)
+
+    def _check_origin(self, request: Request) -> list[str]:
+        """The request's Origin as Direct Line's trustedOrigins; refuse a disallowed one first."""
+        origin = request.header("origin")
+        if origin is None:
+            return []
+        if not origins.is_allowed(origin, self.settings.allowed_origins):
+            raise OriginNotAllowed()
+        return [origin]
+
+    def _client_address(self, request: Request) -> str:
+        return client_address(
+            request.header("x-forwarded-for"), self.settings.trusted_proxy_hops, request.peer
+        )
+
+    def _client_key(self, request: Request) -> str:
+        return "ip:" + self._client_address(request)
+
+    def _audited(
+        self, event: str, request: Request, step: Callable[[Request, _Outcome], Response]
+    ) -> Response:
+        started = self._clock()
+        outcome = _Outcome()
+        reason: str | None = None
+        try:
+            response = step(request, outcome)
+        except ServiceError as error:
+            reason = error.code
+            response = error_response(error)
+        except Exception:
+            # A bug must still answer in the documented shape and leave its audit line.
+            log.exception("Unexpected failure in %s", event)
+            reason = Misconfigured.code
+            response = error_response(Misconfigured("The service failed unexpectedly."))
+        origin = request.header("origin")
+        if origin is not None and origins.is_allowed(origin, self.settings.allowed_origins):
+            response.headers.update(origins.cors_headers(origin))
+        response.headers.setdefault("Vary", "Origin")
+        audit.emit(
+            audit.build_record(
+                event=event,
+                status=response.status,
+                user_id=outcome.user_id,
+                conversation_id=outcome.conversation_id,
+                auth_mode=self.settings.auth_mode,
+                origin=origin,
+                client_ip=for_audit(self._client_address(request), self.settings.audit_client_ip),
+                reason=reason,
+                duration_ms=(self._clock() - started) * 1000,
+                invocation_id=request.invocation_id,
+            )
+        )
+        return response
+
+
+class MisconfiguredService:
+    """Stands in when the settings are invalid: health says which settings, POSTs fail loudly."""
+
+    def __init__(self, error: SettingsError, *, clock: Callable[[], float] = time.perf_counter):
+        self.error = error
+        self._clock = clock
+
+    def issue_token(self, request: Request) -> Response:
+        return self._fail("directline.token", request)
+
+    def refresh_token(self, request: Request) -> Response:
+        return self._fail("directline.refresh", request)
+
+    def preflight(self, request: Request) -> Response:
+        return error_response(Misconfigured())
+
+    def health(self) -> Response:
+        return json_response(503, {"status": "misconfigured", "problems": self.error.setting_names})
+
+    def _fail(self, event: str, request: Request) -> Response:
+        started = self._clock()
+        response = error_response(Misconfigured())
+        audit.emit(
+            audit.build_record(
+                event=event,
+                status=response.status,
+                user_id=None,
+                conversation_id=None,
+                auth_mode="unknown",
+                origin=request.header("origin"),
+                client_ip=None,
+                reason=Misconfigured.code,
+                duration_ms=(self._clock() - started) * 1000,
+                invocation_id=request.invocation_id,
+            )
+        )
+        return response
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def build_service(settings: Settings) -> TokenService:
+    client = DirectLineClient(
+        settings.direct_line_endpoint, settings.direct_line_secret, settings.upstream_timeout
+    )
+    limiter = RateLimiter(settings.rate_limit, settings.global_rate_limit, settings.rate_limit_storage)
+    return TokenService(settings, client, build_identity(settings), limiter)
+
+
+def service_from_env() -> Service:
+    """The process's service: built once from the settings, or a stand-in that reports them."""
+    from tokens.settings import load_settings
+
+    try:
+        return build_service(load_settings())
+    except SettingsError as error:
+        for problem in error.problems:
+            log.error("Invalid setting %s", problem)
+        return MisconfiguredService(error)
