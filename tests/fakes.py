@@ -1,0 +1,162 @@
+"""A scriptable fake Direct Line over real HTTP on loopback, for fault injection.
+
+Each test queues what the next calls should meet (a status, a hang, a reset, a huge body...); with
+nothing queued the fake answers like Direct Line does. Every request it receives is recorded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+SECRET = "fake-directline-secret-7Qm2xZ9vRb"
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Behaviour:
+    kind: str  # "ok", "status", "hang", "reset", "raw"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    seconds: float = 0.0
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = super().get_request()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, address
+
+
+class FakeDirectLine:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.requests: list[Recorded] = []
+        self.delay = delay
+        self._script: deque[Behaviour] = deque()
+        self._lock = threading.Lock()
+        self._counter = itertools.count(1)
+        self._stop = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                fake._handle(self)
+
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v3/directline"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    # -- scripting ----------------------------------------------------------------------------
+
+    def then(self, *behaviours: Behaviour) -> None:
+        with self._lock:
+            self._script.extend(behaviours)
+
+    def then_status(self, status: int, body: bytes = b'{"error":{"code":"X"}}', **headers: str) -> None:
+        self.then(Behaviour("status", status, {k.replace("_", "-"): v for k, v in headers.items()}, body))
+
+    def then_hang(self, seconds: float) -> None:
+        self.then(Behaviour("hang", seconds=seconds))
+
+    def then_reset(self) -> None:
+        self.then(Behaviour("reset"))
+
+    def then_body(self, body: bytes, status: int = 200) -> None:
+        self.then(Behaviour("raw", status, body=body))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def _next(self) -> Behaviour:
+        with self._lock:
+            return self._script.popleft() if self._script else Behaviour("ok")
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        with self._lock:
+            self.requests.append(Recorded(handler.path, dict(handler.headers.items()), body))
+        behaviour = self._next()
+        if self.delay:
+            time.sleep(self.delay)
+        if behaviour.kind == "hang":
+            self._stop.wait(behaviour.seconds)
+            handler.close_connection = True
+            return
+        if behaviour.kind == "reset":
+            self._reset(handler)
+            return
+        if behaviour.kind == "ok":
+            self._send(handler, 200, {}, json.dumps(self._token_answer(handler.path)).encode())
+            return
+        payload = behaviour.body
+        self._send(handler, behaviour.status, behaviour.headers, payload)
+
+    def _token_answer(self, path: str) -> dict[str, Any]:
+        n = next(self._counter)
+        return {
+            "conversationId": f"conv-{n}",
+            "token": f"dl-token-{n}-{'x' * 40}",
+            "expires_in": 1800,
+            "extraField": "passed through",
+        }
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    @staticmethod
+    def _reset(handler: BaseHTTPRequestHandler) -> None:
+        """Start an answer, then abort the connection with a TCP reset (SO_LINGER 0)."""
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"tok")
+        handler.wfile.flush()
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handler.close_connection = True
+        handler.connection.close()
+
+
+def refused_url() -> str:
+    """A loopback URL where nothing listens: connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v3/directline"
