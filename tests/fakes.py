@@ -40,8 +40,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    connections = 0
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hanging up on a hang or a huge body is the point of those tests
+
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, address = super().get_request()
+        self.connections += 1
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn, address
 
@@ -88,6 +94,11 @@ class FakeDirectLine:
 
     def then_body(self, body: bytes, status: int = 200) -> None:
         self.then(Behaviour("raw", status, body=body))
+
+    @property
+    def connections(self) -> int:
+        """How many TCP connections clients opened to the fake."""
+        return self._server.connections
 
     def close(self) -> None:
         self._stop.set()

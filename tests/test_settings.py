@@ -1,0 +1,195 @@
+"""Settings are validated together: every problem named by its setting, secrets never printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tokens.settings import (
+    DEFAULT_ENDPOINT,
+    Settings,
+    SettingsError,
+    derive_handle_key,
+    is_ncrontab,
+    load_settings,
+)
+
+SECRET = "s3cr3t-Value-That-Must-Not-Leak"
+
+
+def _problems(**env: str) -> dict[str, str]:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"DIRECT_LINE_SECRET": SECRET, **env})
+    assert SECRET not in str(caught.value)
+    return {problem.setting: problem.message for problem in caught.value.problems}
+
+
+def test_defaults_with_only_the_secret() -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET})
+    assert settings.direct_line_endpoint == DEFAULT_ENDPOINT
+    assert settings.allowed_origins == ()
+    assert settings.auth_mode == "anonymous"
+    assert settings.trusted_proxy_hops == 1
+    assert settings.upstream_timeout == 5.0
+    assert settings.user_handle_ttl == 2_592_000
+    assert settings.warmup_url is None
+    assert settings.warmup_schedule == "0 */5 * * * *"
+    assert settings.audit_client_ip == "truncated"
+    assert [str(item) for item in settings.rate_limit] == ["10 per 1 minute"]
+    assert [str(item) for item in settings.global_rate_limit] == ["600 per 1 minute"]
+
+
+def test_missing_secret_is_named() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({})
+    assert caught.value.setting_names == ["DIRECT_LINE_SECRET"]
+
+
+def test_secret_never_appears_in_repr() -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "USER_HANDLE_KEY": "k" * 40})
+    assert SECRET not in repr(settings)
+    assert "k" * 40 not in repr(settings)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    problems = _problems(
+        DIRECT_LINE_ENDPOINT="https://evil.example/v3/directline",
+        ALLOWED_ORIGINS="https://ok.example,not an origin",
+        AUTH_MODE="magic",
+        RATE_LIMIT="lots",
+        GLOBAL_RATE_LIMIT="10/fortnight",
+        RATE_LIMIT_STORAGE="mongodb://db",
+        TRUSTED_PROXY_HOPS="-1",
+        UPSTREAM_TIMEOUT="nan",
+        WARMUP_SCHEDULE="*/5 * * * *",
+        AUDIT_CLIENT_IP="some",
+        USER_HANDLE_TTL="10",
+        USER_HANDLE_KEY="short",
+        WARMUP_URL="ftp://x",
+    )
+    assert set(problems) == {
+        "DIRECT_LINE_ENDPOINT", "ALLOWED_ORIGINS", "AUTH_MODE", "RATE_LIMIT", "GLOBAL_RATE_LIMIT",
+        "RATE_LIMIT_STORAGE", "TRUSTED_PROXY_HOPS", "UPSTREAM_TIMEOUT", "WARMUP_SCHEDULE",
+        "AUDIT_CLIENT_IP", "USER_HANDLE_TTL", "USER_HANDLE_KEY", "WARMUP_URL",
+    }
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://directline.botframework.com/v3/directline",
+        "https://europe.directline.botframework.com/v3/directline",
+        "https://india.directline.botframework.com/v3/directline/",
+        "https://directline.botframework.azure.cn/v3/directline",
+        "http://127.0.0.1:8080/v3/directline",
+        "https://localhost:8443/v3/directline",
+        "http://[::1]:9000/v3/directline",
+    ],
+)
+def test_direct_line_and_loopback_endpoints_are_accepted(endpoint: str) -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "DIRECT_LINE_ENDPOINT": endpoint})
+    assert settings.direct_line_endpoint == endpoint.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://directline.botframework.com/v3/directline",
+        "https://directline.botframework.com.evil.example/v3/directline",
+        "https://evildirectline.botframework.com/v3/directline",
+        "https://a.b.directline.botframework.com/v3/directline",
+        "https://user:pw@directline.botframework.com/v3/directline",
+        "https://directline.botframework.com:8443/v3/directline",
+        "https://directline.botframework.com/v3/directline?x=1",
+        "http://10.0.0.5/v3/directline",
+        "http://localhost.evil.example/v3/directline",
+        "directline.botframework.com",
+    ],
+)
+def test_any_other_endpoint_is_refused_so_the_secret_cannot_leave(endpoint: str) -> None:
+    assert "DIRECT_LINE_ENDPOINT" in _problems(DIRECT_LINE_ENDPOINT=endpoint)
+
+
+def test_origin_problem_names_the_bad_entry() -> None:
+    message = _problems(ALLOWED_ORIGINS="https://ok.example, https://*.*.example")["ALLOWED_ORIGINS"]
+    assert "https://*.*.example" in message
+
+
+def test_jwt_mode_requires_issuer_and_audience() -> None:
+    assert {"AUTH_JWT_ISSUER", "AUTH_JWT_AUDIENCE"} <= set(_problems(AUTH_MODE="jwt"))
+
+
+def test_jwt_hmac_mode_needs_a_long_secret_never_printed() -> None:
+    short = "tooShortJwtSecret"
+    problems = _problems(
+        AUTH_MODE="jwt", AUTH_JWT_ISSUER="https://id.example", AUTH_JWT_AUDIENCE="api",
+        AUTH_JWT_ALGORITHMS="HS256", AUTH_JWT_SECRET=short,
+    )
+    assert set(problems) == {"AUTH_JWT_SECRET"}
+    assert short not in problems["AUTH_JWT_SECRET"]
+
+
+def test_mixing_hmac_and_public_key_algorithms_is_refused() -> None:
+    problems = _problems(
+        AUTH_MODE="jwt", AUTH_JWT_ISSUER="https://id.example", AUTH_JWT_AUDIENCE="api",
+        AUTH_JWT_ALGORITHMS="RS256,HS256",
+    )
+    assert "AUTH_JWT_ALGORITHMS" in problems
+
+
+def test_jwks_url_must_be_https_or_loopback() -> None:
+    assert "AUTH_JWKS_URL" in _problems(AUTH_JWKS_URL="http://id.example/keys")
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "AUTH_JWKS_URL": "http://127.0.0.1:5/keys"})
+    assert settings.jwks_url == "http://127.0.0.1:5/keys"
+
+
+def test_handle_key_is_derived_from_the_secret_when_unset() -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET})
+    assert settings.user_handle_key == derive_handle_key(SECRET)
+    assert derive_handle_key(SECRET) != derive_handle_key(SECRET + "rotated")
+    assert len(settings.user_handle_key) == 32
+
+
+def test_warmup_url_defaults_to_the_site_health_route() -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "WEBSITE_HOSTNAME": "tok.azurewebsites.net"})
+    assert settings.warmup_url == "https://tok.azurewebsites.net/api/health"
+
+
+def test_several_rate_limits_joined_with_semicolons() -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "RATE_LIMIT": "10/minute;100/hour"})
+    assert [str(item) for item in settings.rate_limit] == ["10 per 1 minute", "100 per 1 hour"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "valid"),
+    [
+        ("0 */5 * * * *", True),
+        ("0 30 9 * * Mon-Fri", True),
+        ("0 0 0 1 Jan *", True),
+        ("*/15 * * * * *", True),
+        ("0 5,10,15 * * * *", True),
+        ("*/5 * * * *", False),
+        ("0 */5 * * * * *", False),
+        ("60 * * * * *", False),
+        ("0 0 24 * * *", False),
+        ("0 0 0 0 * *", False),
+        ("0 */0 * * * *", False),
+        ("0 10-5 * * * *", False),
+        ("00:05:00", False),
+    ],
+)
+def test_ncrontab_validation(expression: str, valid: bool) -> None:
+    assert is_ncrontab(expression) is valid
+
+
+def test_dotenv_is_read_but_never_overrides_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"DIRECT_LINE_SECRET={SECRET}\nUPSTREAM_TIMEOUT=9\n")
+    monkeypatch.delenv("DIRECT_LINE_SECRET", raising=False)
+    monkeypatch.setenv("UPSTREAM_TIMEOUT", "2")
+    settings = load_settings(dotenv_path=dotenv)
+    assert settings.direct_line_secret == SECRET
+    assert settings.upstream_timeout == 2.0

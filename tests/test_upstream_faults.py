@@ -1,0 +1,136 @@
+"""Every way Direct Line can fail maps to the SPEC's status and code, with an audit line, the one
+retry where the SPEC allows it, and nothing secret or upstream-made in the answer or the logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from tests.conftest import AuditLog, ServiceFactory, payload, token_request
+from tests.fakes import SECRET, FakeDirectLine, refused_url
+
+UPSTREAM_SECRET_BODY = b'{"error":{"code":"BadArgument","message":"internal detail 9f8e7d"}}'
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    script: Callable[[FakeDirectLine], None]
+    status: int
+    code: str
+    retry_after: str | None = None
+    upstream_calls: int = 1
+
+
+def _twice(action: Callable[[FakeDirectLine], None]) -> Callable[[FakeDirectLine], None]:
+    def script(fake: FakeDirectLine) -> None:
+        action(fake)
+        action(fake)
+
+    return script
+
+
+FAULTS = [
+    Fault("400", lambda f: f.then_status(400, UPSTREAM_SECRET_BODY), 502, "upstream_error"),
+    Fault("401", lambda f: f.then_status(401, UPSTREAM_SECRET_BODY), 502, "upstream_error"),
+    Fault("403", lambda f: f.then_status(403, UPSTREAM_SECRET_BODY), 502, "upstream_error"),
+    Fault("404", lambda f: f.then_status(404, UPSTREAM_SECRET_BODY), 502, "upstream_error"),
+    Fault("429 with Retry-After", lambda f: f.then_status(429, Retry_After="7"), 503, "upstream_unavailable", "7"),
+    Fault("429 with a long Retry-After", lambda f: f.then_status(429, Retry_After="3600"), 503, "upstream_unavailable", "60"),
+    Fault("429 without Retry-After", lambda f: f.then_status(429), 503, "upstream_unavailable"),
+    Fault("500", _twice(lambda f: f.then_status(500, UPSTREAM_SECRET_BODY)), 502, "upstream_error", None, 2),
+    Fault("502", _twice(lambda f: f.then_status(502, UPSTREAM_SECRET_BODY)), 502, "upstream_error", None, 2),
+    Fault("503", _twice(lambda f: f.then_status(503, Retry_After="5")), 503, "upstream_unavailable", "5", 2),
+    Fault("hang past the timeout", lambda f: f.then_hang(5), 504, "upstream_timeout"),
+    Fault("reset mid-response", _twice(lambda f: f.then_reset()), 503, "upstream_unavailable", None, 2),
+    Fault("200 with malformed JSON", lambda f: f.then_body(b'{"token": "abc", '), 502, "upstream_error"),
+    Fault("200 with JSON lacking token", lambda f: f.then_body(b'{"conversationId": "c"}'), 502, "upstream_error"),
+    Fault("200 with a JSON array", lambda f: f.then_body(b"[1, 2]"), 502, "upstream_error"),
+    Fault("200 with a 10 MB body", lambda f: f.then_body(b'{"token":"' + b"a" * 10_000_000 + b'"}'), 502, "upstream_error"),
+    Fault("302 redirect", lambda f: f.then_status(302, b"", Location="https://evil.example/"), 502, "upstream_error"),
+]
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[fault.name for fault in FAULTS])
+def test_upstream_fault_is_answered_as_the_spec_says(
+    fault: Fault, make_service: ServiceFactory, fake: FakeDirectLine, audit: AuditLog
+) -> None:
+    service = make_service()
+    fault.script(fake)
+    response = service.issue_token(token_request())
+    assert response.status == fault.status
+    assert payload(response)["error"]["code"] == fault.code
+    assert response.all_headers().get("Retry-After") == fault.retry_after
+    assert len(fake.requests) == fault.upstream_calls
+    record = audit.only()
+    assert record["status"] == fault.status
+    assert record["reason"] == fault.code
+    assert record["outcome"] == "failed"
+    _assert_nothing_leaked(response.body, audit)
+
+
+def _assert_nothing_leaked(body: bytes, audit: AuditLog) -> None:
+    text = body.decode()
+    for forbidden in (SECRET, "internal detail", "BadArgument", "evil.example"):
+        assert forbidden not in text
+        assert forbidden not in audit.all_text
+    assert set(json.loads(body)) == {"error"}
+
+
+def test_connection_refused_is_503_after_one_retry(make_service: ServiceFactory, audit: AuditLog) -> None:
+    service = make_service(endpoint=refused_url())
+    response = service.issue_token(token_request())
+    assert response.status == 503
+    assert payload(response)["error"]["code"] == "upstream_unavailable"
+    assert audit.only()["reason"] == "upstream_unavailable"
+    _assert_nothing_leaked(response.body, audit)
+
+
+def test_hang_is_cut_at_the_upstream_timeout(make_service: ServiceFactory, fake: FakeDirectLine) -> None:
+    service = make_service(UPSTREAM_TIMEOUT="0.5")
+    fake.then_hang(5)
+    started = time.monotonic()
+    response = service.issue_token(token_request())
+    elapsed = time.monotonic() - started
+    assert response.status == 504
+    assert elapsed < 2.5  # the deadline, not the fake's 5 s hang, ended the call
+
+
+def test_one_failure_then_success_is_retried_transparently(
+    make_service: ServiceFactory, fake: FakeDirectLine
+) -> None:
+    service = make_service()
+    fake.then_status(503)
+    response = service.issue_token(token_request())
+    assert response.status == 200
+    assert len(fake.requests) == 2
+
+
+def test_retry_after_is_never_slept_on(make_service: ServiceFactory, fake: FakeDirectLine) -> None:
+    service = make_service(UPSTREAM_TIMEOUT="5")
+    fake.then_status(503, Retry_After="30")
+    fake.then_status(503, Retry_After="30")
+    started = time.monotonic()
+    response = service.issue_token(token_request())
+    assert time.monotonic() - started < 2
+    assert response.all_headers()["Retry-After"] == "30"
+
+
+def test_no_retry_when_the_deadline_is_spent(make_service: ServiceFactory, fake: FakeDirectLine) -> None:
+    service = make_service(UPSTREAM_TIMEOUT="0.5")
+    fake.delay = 0.4  # the first attempt uses most of the budget: no second one fits
+    fake.then_status(503)
+    response = service.issue_token(token_request())
+    assert response.status == 503
+    assert len(fake.requests) == 1
+
+
+def test_upstream_connections_are_pooled(make_service: ServiceFactory, fake: FakeDirectLine) -> None:
+    service = make_service()
+    for _ in range(5):
+        assert service.issue_token(token_request()).status == 200
+    assert fake.connections == 1
