@@ -90,9 +90,10 @@ class Settings:
 def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> Settings:
     """Read `.env` (never overriding a real environment variable), then validate."""
     if environ is None:
-        from dotenv import load_dotenv
+        from dotenv import find_dotenv, load_dotenv
 
-        load_dotenv(dotenv_path=dotenv_path, override=False)
+        # The .env of the directory the command runs in, as a developer expects.
+        load_dotenv(dotenv_path=dotenv_path or find_dotenv(usecwd=True), override=False)
         environ = os.environ
     return Settings.from_env(environ)
 

@@ -1,0 +1,120 @@
+"""`python -m tokens serve` as a real process: every SPEC route, status and header over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ALLOWED, ServedApp, base_env, served
+from tests.fakes import SECRET, FakeDirectLine
+
+
+@pytest.fixture(scope="module")
+def fake_upstream() -> Iterator[FakeDirectLine]:
+    server = FakeDirectLine()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def app(fake_upstream: FakeDirectLine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]:
+    with served(base_env(fake_upstream.base_url), tmp_path_factory.mktemp("serve")) as running:
+        yield running
+
+
+def _post(app: ServedApp, route: str, **kwargs: object) -> requests.Response:
+    return requests.post(f"{app.base_url}/api/{route}", timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def test_token_route_answers_200_with_the_spec_shape(app: ServedApp) -> None:
+    response = _post(app, "directline/token", json={"userName": "Ann"}, headers={"Origin": ALLOWED})
+    assert response.status_code == 200
+    data = response.json()
+    assert {"conversationId", "token", "expires_in", "userId", "domain", "userHandle"} <= set(data)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert response.headers["Vary"] == "Origin"
+
+
+def test_refresh_route_answers_through_the_server(app: ServedApp, fake_upstream: FakeDirectLine) -> None:
+    response = _post(app, "directline/refresh", headers={"Authorization": "Bearer dl-token-abc"})
+    assert response.status_code == 200
+    assert set(response.json()) == {"conversationId", "token", "expires_in", "domain"}
+    assert fake_upstream.requests[-1].headers["Authorization"] == "Bearer dl-token-abc"
+
+
+def test_health_route(app: ServedApp) -> None:
+    response = requests.get(f"{app.base_url}/api/health", timeout=5)
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("route", ["directline/token", "directline/refresh"])
+def test_preflight_through_the_server(app: ServedApp, route: str) -> None:
+    response = requests.options(
+        f"{app.base_url}/api/{route}",
+        headers={"Origin": ALLOWED, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"},
+        timeout=5,
+    )
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert response.headers["Access-Control-Allow-Methods"] == "POST, OPTIONS"
+    assert response.headers["Access-Control-Allow-Headers"] == "Authorization, Content-Type"
+    assert response.headers["Access-Control-Max-Age"] == "600"
+    assert response.headers["Vary"] == "Origin"
+
+
+def test_disallowed_origin_is_403_through_the_server(app: ServedApp) -> None:
+    response = _post(app, "directline/token", headers={"Origin": "https://evil.example"})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "origin_not_allowed"
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_unknown_path_is_404_in_the_error_shape(app: ServedApp) -> None:
+    for path in ("/api/nope", "/api/directline/token/extra", "/", "/etc/passwd", "/api/../README.md"):
+        response = requests.get(f"{app.base_url}{path}", timeout=5)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(("method", "route"), [("GET", "directline/token"), ("PUT", "directline/refresh"), ("POST", "health"), ("DELETE", "health")])
+def test_wrong_method_is_405_with_allow(app: ServedApp, method: str, route: str) -> None:
+    response = requests.request(method, f"{app.base_url}/api/{route}", timeout=5)
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert "Allow" in response.headers
+
+
+def test_body_over_the_limit_is_413(app: ServedApp) -> None:
+    response = _post(app, "directline/token", data=b"{" + b" " * 5000 + b"}", headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_wrong_media_type_is_415(app: ServedApp) -> None:
+    response = _post(app, "directline/token", data=b"userName=Ann", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 415
+
+
+def test_audit_lines_go_to_stderr_one_per_post_without_secrets(app: ServedApp) -> None:
+    before = len(app.audit_records())
+    response = _post(app, "directline/token", json={})
+    token = response.json()["token"]
+    _post(app, "directline/token", data=b"[]", headers={"Content-Type": "application/json"})
+    records = app.audit_records()[before:]
+    assert [r["status"] for r in records] == [200, 400]
+    assert records[0]["clientIp"] == "127.0.0.0"
+    log = app.log_text()
+    assert SECRET not in log and token not in log
+
+
+def test_serve_without_a_secret_names_the_setting_and_exits(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError) as caught, served({"DIRECT_LINE_SECRET": ""}, tmp_path):
+        pass
+    assert "DIRECT_LINE_SECRET" in str(caught.value)
