@@ -118,3 +118,10 @@ def test_serve_without_a_secret_names_the_setting_and_exits(tmp_path: Path) -> N
     with pytest.raises(RuntimeError) as caught, served({"DIRECT_LINE_SECRET": ""}, tmp_path):
         pass
     assert "DIRECT_LINE_SECRET" in str(caught.value)
+
+
+def test_openapi_description_is_served(app: ServedApp) -> None:
+    response = requests.get(f"{app.base_url}/api/openapi.yaml", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/yaml")
+    assert response.text.startswith("openapi: 3.1.0")

@@ -57,7 +57,7 @@ def _demo_environment(host: str, port: int) -> None:
 def serve(args: argparse.Namespace) -> int:
     from waitress import serve as waitress_serve
 
-    from tokens.server import WEB_DIR, HostedApp, WsgiApp
+    from tokens.server import OPENAPI_FILE, OPENAPI_PATH, WEB_DIR, HostedApp, WsgiApp
 
     configure_logging()
     mounts: dict[str, WsgiApp] = {}
@@ -78,6 +78,7 @@ def serve(args: argparse.Namespace) -> int:
         routes=function_app.http_routes(),
         mounts=mounts,
         static_dir=WEB_DIR if args.demo else None,
+        extra_static={OPENAPI_PATH: OPENAPI_FILE},
     )
     if args.demo:
         print(DEMO_BANNER.format(host=args.host, port=args.port), file=sys.stderr, flush=True)

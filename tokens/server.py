@@ -12,7 +12,6 @@ server faces the clients directly.
 from __future__ import annotations
 
 import logging
-import mimetypes
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,8 @@ log = logging.getLogger("tokens.server")
 API_PREFIX = "/api/"
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STATIC_FILES = {"/": "index.html", "/index.html": "index.html", "/token-client.js": "token-client.js"}
+OPENAPI_PATH = "/api/openapi.yaml"
+OPENAPI_FILE = Path(__file__).resolve().parent.parent / "openapi.yaml"
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
@@ -68,7 +69,9 @@ class HostedApp:
         for prefix, mounted in self.mounts.items():
             if path == prefix or path.startswith(prefix + "/"):
                 return mounted(environ, start_response)
-        if path.startswith(API_PREFIX):
+        if path in self.extra_static:
+            response = self._static(environ, path)
+        elif path.startswith(API_PREFIX):
             response = self._api(environ, path[len(API_PREFIX) :])
         else:
             response = self._static(environ, path)
@@ -99,8 +102,8 @@ class HostedApp:
             return _error(NotFound())
         if environ["REQUEST_METHOD"].upper() not in ("GET", "HEAD"):
             return _error(MethodNotAllowed())
-        content_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
-        if content_type.startswith("text/") or content_type.endswith("javascript"):
+        content_type = _CONTENT_TYPES.get(source.suffix) or "application/octet-stream"
+        if content_type.startswith("text/") or content_type.endswith("yaml"):
             content_type += "; charset=utf-8"
         headers = [("Content-Type", content_type), ("Cache-Control", "no-cache")]
         body = b"" if environ["REQUEST_METHOD"].upper() == "HEAD" else source.read_bytes()
@@ -136,6 +139,11 @@ def _error(error: ServiceError) -> HostedResponse:
     headers = list(response.all_headers().items())
     return HostedResponse(response.status, headers, response.body)
 
+
+_CONTENT_TYPES = {
+    ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".yaml": "application/yaml",
+    ".png": "image/png", ".svg": "image/svg+xml", ".json": "application/json",
+}
 
 _REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
