@@ -1,0 +1,694 @@
+"""A Direct Line 3.0 emulator with an echo bot.
+
+    ***********************************************************************
+    *  THIS IS AN EMULATOR FOR DEMOS AND TESTS. IT IS NOT AZURE BOT       *
+    *  SERVICE AND NOT DIRECT LINE. It keeps everything in memory, serves *
+    *  plain HTTP, has no bot behind it but an echo, and must never be    *
+    *  exposed beyond the loopback interface.                             *
+    ***********************************************************************
+
+`DirectLineEmulator(secret)` is a WSGI application that answers under `/v3/directline` the routes a
+token service and Bot Framework Web Chat (with `webSocket: false`, that is polling) use, so that
+`python -m tokens serve --demo` and the tests run end to end without Azure:
+
+    POST /tokens/generate                 secret          -> 200 {conversationId, token, expires_in}
+    POST /tokens/refresh                  token           -> 200 {conversationId, token, expires_in}
+    POST /conversations                   token or secret -> 201 {conversationId, token, expires_in}
+    GET  /conversations/{id}?watermark=W  token or secret -> 200 {conversationId, token, expires_in}
+    GET  /conversations/{id}/activities?watermark=W       -> 200 {activities, watermark}
+    POST /conversations/{id}/activities   -> 200 {id}; stores the activity and the bot's echo
+
+Credentials travel as `Authorization: Bearer ...`; the secret is compared in constant time.
+
+Tokens are HS256 JWTs signed with a key derived from the secret, with the claims `conv`, `user`,
+`iat`, `exp` (and `name` when known). As in Direct Line, a bad or missing credential, an expired
+token, or a token of another conversation is `403`; an unknown conversation is `404`; errors are
+JSON `{"error": {"code", "message"}}`. CORS is open (`Access-Control-Allow-Origin: *`) as in Direct
+Line: tokens travel in `Authorization`, never in cookies. State is bounded: the oldest conversation
+and the oldest activities are evicted beyond `max_conversations` and `max_activities`. Activity ids
+are `{conversationId}|{seq:07d}` and a watermark is the `seq` of the last activity returned.
+
+What Web Chat 4.18.1 does against this API, read from the botframework-directlinejs 0.15.5 that its
+bundle (`botframework-webchat/dist/webchat.js`) carries:
+
+- `createDirectLine({token, domain, conversationId, watermark, webSocket: false})` is
+  `new DirectLine(...)`; its `watermark` property always holds the last watermark polled.
+- Connecting with a `conversationId` is `GET {domain}/conversations/{id}?watermark={watermark}` (an
+  empty `watermark=` when none); without one it is `POST {domain}/conversations` with the body
+  `{"user": {}, "locale": ...}`. Headers: `Accept` and `Content-Type: application/json`,
+  `Authorization: Bearer <token>`, `x-ms-bot-agent: DirectLine/3.0 (directlinejs 0.15.5; ...)`.
+  The answer's `token` replaces the client's token; `streamUrl` is only used by WebSockets. Any
+  4xx/5xx here is FailedToConnect.
+- Polling: every `pollingInterval` (1000 ms)
+  `GET {domain}/conversations/{id}/activities?watermark={w}` with `Accept`, `Authorization`,
+  `x-ms-bot-agent`. The answer is `{"activities": [...], "watermark"}`; a truthy watermark is kept
+  for the next poll (and is the `watermark` property). 403 means ExpiredToken (polling goes on),
+  404 means the conversation Ended.
+- Sending: `POST {domain}/conversations/{id}/activities`; the answer's `id` is read. Web Chat shows
+  the message as sent only when it comes back through polling with the same
+  `channelData.clientActivityID` and an `id`, so the user's activity is echoed back with its
+  `channelData` intact.
+- Web Chat takes the user id from the token's `user` claim (jwt-decode) and shows activities whose
+  `from.id` equals it as the user's own, so `user` holds the bare id string.
+- The client refreshes its token by itself every 15 minutes: `POST {domain}/tokens/refresh` with
+  only the Authorization header, and reads `token` from the answer.
+- Not emulated: file uploads (`POST .../upload`, multipart) and `GET /session/getsessionid` (OAuth
+  cards); both are 404 here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any, Final
+from urllib.parse import parse_qs
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+import jwt
+
+JsonObject = dict[str, Any]
+
+PATH_PREFIX: Final = "/v3/directline"
+MAX_BODY_BYTES: Final = 64 * 1024
+BOT_ACCOUNT: Final = {"id": "bot", "name": "Echo bot", "role": "bot"}
+WELCOME_TEXT: Final = (
+    "Hello! I am the echo bot of the Direct Line emulator (a demo, not Azure). "
+    "Say something and I will repeat it."
+)
+_ISSUER: Final = "directline-emulator"
+_TOKEN_KEY_LABEL: Final = b"directline-emulator/token-signing/v1"
+_ALLOWED_HEADERS: Final = "Authorization, Content-Type, Accept, x-ms-bot-agent, x-requested-with"
+_HEADER_LIST = re.compile(r"^[A-Za-z0-9-]+(\s*,\s*[A-Za-z0-9-]+)*$")
+_CONVERSATION_ID = r"(?P<conversation_id>[A-Za-z0-9_-]{1,128})"
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class EmulatorError(Exception):
+    """An answer other than success; becomes `{"error": {"code", "message"}}` with `status`."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = list(headers)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A scripted failure for tests: the next matching call sleeps `delay`, then answers `status`.
+
+    `status=None` only delays and then answers normally (a slow Direct Line).
+    """
+
+    status: int | None = 503
+    delay: float = 0.0
+    retry_after: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    """What a test may inspect about a conversation; deliberately holds no token."""
+
+    conversation_id: str
+    user_id: str
+    user_name: str | None
+    trusted_origins: tuple[str, ...]
+    activity_count: int
+
+
+@dataclass(frozen=True)
+class _Claims:
+    conversation_id: str
+    user_id: str
+    user_name: str | None
+
+
+@dataclass
+class _Conversation:
+    conversation_id: str
+    user_id: str
+    user_name: str | None
+    trusted_origins: tuple[str, ...]
+    activities: deque[JsonObject]
+    next_sequence: int = 0
+
+
+@dataclass(frozen=True)
+class _Request:
+    params: dict[str, str]
+    query: dict[str, list[str]]
+    authorization: str | None
+    body: bytes
+
+
+@dataclass
+class _Response:
+    status: int
+    body: JsonObject | None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+Handler = Callable[[_Request], _Response]
+
+
+def derive_token_key(secret: str) -> bytes:
+    """The token signing key: bound to the secret, so rotating the secret retires every token."""
+    return hmac.new(secret.encode("utf-8"), _TOKEN_KEY_LABEL, hashlib.sha256).digest()
+
+
+class DirectLineEmulator:
+    """WSGI app emulating Direct Line 3.0 with an echo bot (see the module docstring)."""
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        token_ttl: int = 1800,
+        clock: Callable[[], float] = time.time,
+        max_conversations: int = 1000,
+        max_activities: int = 500,
+        welcome: bool = True,
+    ) -> None:
+        if not secret:
+            raise ValueError("the emulator needs a non-empty secret")
+        if token_ttl <= 0 or max_conversations <= 0 or max_activities <= 0:
+            raise ValueError("token_ttl, max_conversations and max_activities must be positive")
+        self._secret = secret.encode("utf-8")
+        self._key = derive_token_key(secret)
+        self._token_ttl = token_ttl
+        self._clock = clock
+        self._max_conversations = max_conversations
+        self._max_activities = max_activities
+        self._welcome = welcome
+        self._lock = threading.Lock()
+        self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
+        self._faults: dict[str, deque[Fault]] = {}
+        self._calls: dict[str, int] = {}
+        self._routes: list[tuple[re.Pattern[str], str, dict[str, Handler]]] = [
+            (re.compile(r"^/tokens/generate$"), "generate", {"POST": self._generate}),
+            (re.compile(r"^/tokens/refresh$"), "refresh", {"POST": self._refresh}),
+            (re.compile(r"^/conversations$"), "start", {"POST": self._start}),
+            (
+                re.compile(rf"^/conversations/{_CONVERSATION_ID}$"),
+                "reconnect",
+                {"GET": self._reconnect},
+            ),
+            (
+                re.compile(rf"^/conversations/{_CONVERSATION_ID}/activities$"),
+                "activities",
+                {"GET": self._get_activities, "POST": self._post_activity},
+            ),
+        ]
+
+    # ---- test hooks --------------------------------------------------------------------------
+
+    def fail_next(self, route: str, *faults: Fault) -> None:
+        """Queue faults for the next calls of `route` (`generate`, `refresh`, `start`, ...)."""
+        if route not in {name for _, name, _ in self._routes}:
+            raise ValueError(f"unknown route {route!r}")
+        with self._lock:
+            self._faults.setdefault(route, deque()).extend(faults)
+
+    def call_count(self, route: str) -> int:
+        """How many requests reached `route`, faults included; lets tests see retries."""
+        with self._lock:
+            return self._calls.get(route, 0)
+
+    def conversation(self, conversation_id: str) -> ConversationInfo | None:
+        with self._lock:
+            conversation = self._conversations.get(conversation_id)
+            if conversation is None:
+                return None
+            return ConversationInfo(
+                conversation_id=conversation.conversation_id,
+                user_id=conversation.user_id,
+                user_name=conversation.user_name,
+                trusted_origins=conversation.trusted_origins,
+                activity_count=len(conversation.activities),
+            )
+
+    def conversation_count(self) -> int:
+        with self._lock:
+            return len(self._conversations)
+
+    # ---- WSGI --------------------------------------------------------------------------------
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        # A dispatcher may have moved part of the path into SCRIPT_NAME; the full path counts.
+        path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+        try:
+            response = self._dispatch(method, path, environ)
+        except EmulatorError as error:
+            response = _error_response(error)
+        except Exception:  # a WSGI app answers 500 rather than dropping the connection
+            response = _error_response(
+                EmulatorError(500, "ServiceError", "The emulator failed to handle the request.")
+            )
+        return _send(response, start_response)
+
+    def _dispatch(self, method: str, path: str, environ: WSGIEnvironment) -> _Response:
+        if not path.startswith(PATH_PREFIX + "/"):
+            raise EmulatorError(404, "NotFound", "No such Direct Line route.")
+        route_path = path[len(PATH_PREFIX) :]
+        for pattern, name, handlers in self._routes:
+            match = pattern.match(route_path)
+            if match is None:
+                continue
+            if method == "OPTIONS":
+                return _preflight(environ)
+            handler = handlers.get(method)
+            if handler is None:
+                allowed = ", ".join([*handlers, "OPTIONS"])
+                raise EmulatorError(405, "MethodNotAllowed", f"Use {allowed}.", [("Allow", allowed)])
+            self._count_and_apply_fault(name)
+            return handler(_read_request(method, match.groupdict(), environ))
+        raise EmulatorError(404, "NotFound", "No such Direct Line route.")
+
+    def _count_and_apply_fault(self, route: str) -> None:
+        with self._lock:
+            self._calls[route] = self._calls.get(route, 0) + 1
+            queue = self._faults.get(route)
+            fault = queue.popleft() if queue else None
+        if fault is None:
+            return
+        if fault.delay > 0:
+            time.sleep(fault.delay)
+        if fault.status is not None:
+            headers = [("Retry-After", fault.retry_after)] if fault.retry_after is not None else []
+            raise EmulatorError(fault.status, "InjectedFault", "A fault injected by a test.", headers)
+
+    # ---- routes ------------------------------------------------------------------------------
+
+    def _generate(self, request: _Request) -> _Response:
+        self._require_secret(request.authorization)
+        body = _json_object(request.body, allow_empty=True)
+        user_id, user_name = _parse_user(body.get("user"))
+        trusted_origins = _parse_origins(body.get("trustedOrigins"))
+        conversation = self._create_conversation(user_id, user_name, trusted_origins)
+        claims = _Claims(conversation.conversation_id, conversation.user_id, conversation.user_name)
+        return _Response(200, self._conversation_answer(claims))
+
+    def _refresh(self, request: _Request) -> _Response:
+        claims = self._verify_token(_bearer(request.authorization))
+        return _Response(200, self._conversation_answer(claims))
+
+    def _start(self, request: _Request) -> _Response:
+        credential = _bearer(request.authorization)
+        if self._is_secret(credential):
+            # Only the secret may open a conversation of its choosing, as in Direct Line.
+            body = _json_object(request.body, allow_empty=True)
+            user_id, user_name = _parse_user(body.get("user"))
+            conversation = self._create_conversation(user_id, user_name, ())
+            claims = _Claims(conversation.conversation_id, conversation.user_id, user_name)
+        else:
+            claims = self._verify_token(credential)
+            self._require_conversation(claims.conversation_id)
+        return _Response(201, self._conversation_answer(claims))
+
+    def _reconnect(self, request: _Request) -> _Response:
+        conversation_id = request.params["conversation_id"]
+        claims = self._authorize(request.authorization, conversation_id)
+        _parse_watermark(request.query)  # validated like Direct Line, though polling replays anyway
+        self._require_conversation(conversation_id)
+        return _Response(200, self._conversation_answer(claims))
+
+    def _get_activities(self, request: _Request) -> _Response:
+        conversation_id = request.params["conversation_id"]
+        self._authorize(request.authorization, conversation_id)
+        watermark = _parse_watermark(request.query)
+        with self._lock:
+            conversation = self._find(conversation_id)
+            activities = [a for a in conversation.activities if _sequence(a) > watermark]
+        body: JsonObject = {"activities": activities}
+        if activities:
+            body["watermark"] = str(_sequence(activities[-1]))
+        elif watermark >= 0:
+            body["watermark"] = str(watermark)
+        return _Response(200, body)
+
+    def _post_activity(self, request: _Request) -> _Response:
+        conversation_id = request.params["conversation_id"]
+        claims = self._authorize(request.authorization, conversation_id)
+        activity = _json_object(request.body, allow_empty=False)
+        if not isinstance(activity.get("type"), str) or not activity["type"]:
+            raise EmulatorError(400, "MissingProperty", "The activity needs a string 'type'.")
+        with self._lock:
+            conversation = self._find(conversation_id)
+            sender = {"id": claims.user_id, "role": "user"}
+            if claims.user_name:
+                sender["name"] = claims.user_name
+            stored = self._append(conversation, {**activity, "from": sender, "recipient": BOT_ACCOUNT})
+            if stored["type"] == "message":
+                self._append(conversation, _echo_reply(stored))
+        return _Response(200, {"id": stored["id"]})
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def _create_conversation(
+        self, user_id: str | None, user_name: str | None, trusted_origins: tuple[str, ...]
+    ) -> _Conversation:
+        conversation = _Conversation(
+            conversation_id=secrets.token_urlsafe(18),
+            # Direct Line binds an id of its own when the caller names none.
+            user_id=user_id or f"dl_{secrets.token_hex(16)}",
+            user_name=user_name,
+            trusted_origins=trusted_origins,
+            activities=deque(maxlen=self._max_activities),
+        )
+        with self._lock:
+            while len(self._conversations) >= self._max_conversations:
+                self._conversations.popitem(last=False)
+            self._conversations[conversation.conversation_id] = conversation
+            if self._welcome:
+                self._append(conversation, {"type": "message", "text": WELCOME_TEXT, "from": BOT_ACCOUNT})
+        return conversation
+
+    def _append(self, conversation: _Conversation, activity: JsonObject) -> JsonObject:
+        """Store an activity with server-assigned fields; the caller holds the lock."""
+        sequence = conversation.next_sequence
+        conversation.next_sequence += 1
+        stored = {
+            **activity,
+            "id": f"{conversation.conversation_id}|{sequence:07d}",
+            "timestamp": _iso_timestamp(self._clock()),
+            "channelId": "directline",
+            "conversation": {"id": conversation.conversation_id},
+            "serviceUrl": "",
+        }
+        conversation.activities.append(stored)
+        return stored
+
+    def _require_conversation(self, conversation_id: str) -> _Conversation:
+        with self._lock:
+            return self._find(conversation_id)
+
+    def _find(self, conversation_id: str) -> _Conversation:
+        """The conversation or a 404; the caller holds the lock."""
+        conversation = self._conversations.get(conversation_id)
+        if conversation is None:
+            raise EmulatorError(404, "NotFound", "Conversation not found (ended or evicted).")
+        return conversation
+
+    # ---- credentials -------------------------------------------------------------------------
+
+    def _is_secret(self, credential: str) -> bool:
+        return hmac.compare_digest(credential.encode("utf-8"), self._secret)
+
+    def _require_secret(self, authorization: str | None) -> None:
+        if not self._is_secret(_bearer(authorization)):
+            raise EmulatorError(403, "Forbidden", "Unknown or invalid Direct Line secret.")
+
+    def _authorize(self, authorization: str | None, conversation_id: str) -> _Claims:
+        """Claims for a conversation route: the secret may use any conversation, a token its own."""
+        credential = _bearer(authorization)
+        if self._is_secret(credential):
+            conversation = self._require_conversation(conversation_id)
+            return _Claims(conversation_id, conversation.user_id, conversation.user_name)
+        claims = self._verify_token(credential)
+        if not hmac.compare_digest(claims.conversation_id, conversation_id):
+            raise EmulatorError(403, "Forbidden", "The token is not valid for this conversation.")
+        return claims
+
+    def _issue_token(self, claims: _Claims) -> str:
+        now = int(self._clock())
+        payload: JsonObject = {
+            "iss": _ISSUER,
+            "conv": claims.conversation_id,
+            "user": claims.user_id,
+            "iat": now,
+            "exp": now + self._token_ttl,
+            # Two tokens minted in the same second must still differ, as Direct Line's do.
+            "jti": secrets.token_urlsafe(9),
+        }
+        if claims.user_name:
+            payload["name"] = claims.user_name
+        return jwt.encode(payload, self._key, algorithm="HS256")
+
+    def _verify_token(self, token: str) -> _Claims:
+        try:
+            # Expiry is checked below against the injected clock, not PyJWT's wall clock.
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=["HS256"],
+                issuer=_ISSUER,
+                options={
+                    "require": ["exp", "iat", "conv", "user"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except jwt.PyJWTError:
+            raise EmulatorError(403, "Forbidden", "Invalid token.") from None
+        conversation_id, user_id = payload.get("conv"), payload.get("user")
+        exp, name = payload.get("exp"), payload.get("name")
+        if not isinstance(conversation_id, str) or not isinstance(user_id, str):
+            raise EmulatorError(403, "Forbidden", "Invalid token.")
+        if not isinstance(exp, int | float) or self._clock() >= exp:
+            raise EmulatorError(403, "TokenExpired", "Token expired.")
+        return _Claims(conversation_id, user_id, name if isinstance(name, str) else None)
+
+    def _conversation_answer(self, claims: _Claims) -> JsonObject:
+        return {
+            "conversationId": claims.conversation_id,
+            "token": self._issue_token(claims),
+            "expires_in": self._token_ttl,
+        }
+
+
+# ---- request parsing (pure) --------------------------------------------------------------------
+
+
+def _read_request(method: str, params: dict[str, str], environ: WSGIEnvironment) -> _Request:
+    authorization = environ.get("HTTP_AUTHORIZATION")
+    return _Request(
+        params=params,
+        query=parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True),
+        authorization=authorization if isinstance(authorization, str) else None,
+        body=_read_body(environ) if method == "POST" else b"",
+    )
+
+
+def _read_body(environ: WSGIEnvironment) -> bytes:
+    try:
+        declared = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise EmulatorError(400, "BadArgument", "Invalid Content-Length.") from None
+    if declared > MAX_BODY_BYTES:
+        raise EmulatorError(413, "PayloadTooLarge", f"Bodies are limited to {MAX_BODY_BYTES} bytes.")
+    if declared <= 0:
+        return b""
+    body: bytes = environ["wsgi.input"].read(declared)
+    return body
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, credential = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise EmulatorError(403, "Forbidden", "An Authorization: Bearer credential is required.")
+    return credential.strip()
+
+
+def _json_object(body: bytes, *, allow_empty: bool) -> JsonObject:
+    if not body.strip() and allow_empty:
+        return {}
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise EmulatorError(400, "BadArgument", "The body is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise EmulatorError(400, "BadArgument", "The body must be a JSON object.")
+    return value
+
+
+def _clean_text(value: object, what: str, limit: int) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise EmulatorError(400, "BadArgument", f"{what} must be a string of 1 to {limit} characters.")
+    if _CONTROL_CHARS.search(value):
+        raise EmulatorError(400, "BadArgument", f"{what} must not contain control characters.")
+    return value
+
+
+def _parse_user(value: object) -> tuple[str | None, str | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise EmulatorError(400, "BadArgument", "'user' must be an object.")
+    user_id = value.get("id")
+    name = value.get("name")
+    return (
+        None if user_id is None else _clean_text(user_id, "user.id", 256),
+        None if name is None else _clean_text(name, "user.name", 256),
+    )
+
+
+def _parse_origins(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > 50:
+        raise EmulatorError(400, "BadArgument", "'trustedOrigins' must be a list of strings.")
+    return tuple(_clean_text(origin, "trustedOrigins[]", 2048) for origin in value)
+
+
+def _parse_watermark(query: dict[str, list[str]]) -> int:
+    """The watermark as a sequence number; -1 (everything) when absent or empty."""
+    raw = (query.get("watermark") or [""])[-1].strip()
+    if not raw:
+        return -1
+    if not raw.isdigit() or len(raw) > 12:
+        raise EmulatorError(400, "BadArgument", "Invalid watermark.")
+    return int(raw)
+
+
+def _sequence(activity: JsonObject) -> int:
+    return int(str(activity["id"]).rpartition("|")[2])
+
+
+def _echo_reply(activity: JsonObject) -> JsonObject:
+    text = activity.get("text")
+    said = text if isinstance(text, str) and text else "(nothing)"
+    return {
+        "type": "message",
+        "from": BOT_ACCOUNT,
+        "recipient": activity["from"],
+        "text": f"You said: {said}",
+        "replyToId": activity["id"],
+        "inputHint": "acceptingInput",
+    }
+
+
+def _iso_timestamp(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ---- responses ---------------------------------------------------------------------------------
+
+
+def _error_response(error: EmulatorError) -> _Response:
+    body = {"error": {"code": error.code, "message": error.message}}
+    return _Response(error.status, body, error.headers)
+
+
+def _preflight(environ: WSGIEnvironment) -> _Response:
+    requested = str(environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")).strip()
+    # Echo what the browser asks for when it is a plain header list: Web Chat's set grows.
+    allowed = requested if requested and _HEADER_LIST.match(requested) else _ALLOWED_HEADERS
+    return _Response(
+        204,
+        None,
+        [
+            ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", allowed),
+            ("Access-Control-Max-Age", "600"),
+        ],
+    )
+
+
+def _send(response: _Response, start_response: StartResponse) -> list[bytes]:
+    payload = b"" if response.body is None else json.dumps(response.body).encode("utf-8")
+    headers = [
+        ("Access-Control-Allow-Origin", "*"),
+        ("Access-Control-Expose-Headers", "Retry-After"),
+        ("Cache-Control", "no-store"),
+        *response.headers,
+    ]
+    if response.body is not None:
+        headers.append(("Content-Type", "application/json; charset=utf-8"))
+    headers.append(("Content-Length", str(len(payload))))
+    start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
+    return [payload]
+
+
+# ---- running it on a loopback port -------------------------------------------------------------
+
+
+class RunningServer:
+    """A waitress server on its own thread; `stop()` closes it and waits for its threads."""
+
+    def __init__(
+        self,
+        app: Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]],
+        host: str,
+        port: int,
+        threads: int,
+    ) -> None:
+        # Imported here: the emulator itself needs only the standard library and PyJWT.
+        from waitress.server import BaseWSGIServer, create_server
+
+        created = create_server(
+            app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True
+        )
+        if not isinstance(created, BaseWSGIServer):  # several listen sockets: not what we asked for
+            created.close()
+            raise RuntimeError(f"expected one listening socket for {host}:{port}")
+        # Any: the stubs omit the attributes a clean stop needs (effective_port, _map, trigger).
+        server: Any = created
+        self._server = server
+        self.host = host
+        self.port = int(server.effective_port)
+        self._thread = threading.Thread(target=server.run, name=f"emulator:{self.port}", daemon=True)
+        self._thread.start()
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        server = self._server
+
+        def close_everything() -> None:
+            # Runs on the server's own loop thread, so no dispatcher is closed under its feet;
+            # the loop ends once its socket map is empty.
+            for dispatcher in list(server._map.values()):  # waitress has no public stop
+                dispatcher.close()
+
+        server.trigger.pull_trigger(close_everything)
+        self._thread.join(timeout)
+        server.task_dispatcher.shutdown(timeout=int(timeout))
+
+
+def serve_in_thread(
+    app: Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    threads: int = 4,
+) -> RunningServer:
+    """Serve any WSGI app with waitress on a background thread (port 0 picks a free port)."""
+    return RunningServer(app, host, port, threads)
+
+
+def start_emulator_server(
+    secret: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    emulator: DirectLineEmulator | None = None,
+) -> tuple[str, Callable[[], None]]:
+    """Run an emulator on a loopback port; returns its Direct Line base URL and a stop function.
+
+    The base URL ends in `/v3/directline`: it is what `DIRECT_LINE_ENDPOINT` is set to. Pass
+    `emulator` to run one built with a test clock or test hooks (its secret is then the one used).
+    """
+    app = emulator if emulator is not None else DirectLineEmulator(secret)
+    server = serve_in_thread(app, host=host, port=port)
+    return server.url + PATH_PREFIX, server.stop
