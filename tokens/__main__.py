@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -44,9 +45,17 @@ def check(_: argparse.Namespace) -> int:
     return 0
 
 
+def _is_unspecified(host: str) -> bool:
+    """A bind-to-every-interface address, which the server itself cannot be called at."""
+    try:
+        return not host or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def _demo_environment(host: str, port: int) -> None:
     """Point the app at the embedded emulator and allow the demo page's own origins."""
-    local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    local_host = "127.0.0.1" if _is_unspecified(host) else host
     os.environ["DIRECT_LINE_SECRET"] = "demo-" + secrets.token_urlsafe(24)
     os.environ["DIRECT_LINE_ENDPOINT"] = f"http://{local_host}:{port}/v3/directline"
     page_origins = [f"http://{local_host}:{port}", f"http://localhost:{port}"]

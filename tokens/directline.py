@@ -125,7 +125,8 @@ class DirectLineClient:
             try:
                 return self._attempt(path, bearer, body, on_rejected, deadline)
             except _Retryable as failure:
-                pause = random.uniform(*RETRY_PAUSE)  # noqa: S311 - jitter, not a secret
+                # Jitter only spreads the retries of many instances: no secret, no crypto needed.
+                pause = random.uniform(*RETRY_PAUSE)  # noqa: S311  # nosec B311
                 left = deadline - self._clock()
                 if attempt == 2 or left < pause + MIN_RETRY_BUDGET:
                     raise failure.error from failure.__cause__
