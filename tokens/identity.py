@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import secrets
 import threading
@@ -32,6 +33,7 @@ log = logging.getLogger("tokens.identity")
 
 USER_ID_RE = re.compile(r"dl_[A-Za-z0-9_-]{1,61}")
 _CLAIM_RE = re.compile(r"[A-Za-z0-9_-]{1,61}")
+_HASHED_PREFIX = "h_"
 HANDLE_AUDIENCE = "directline-token-service/user-handle"
 HANDLE_ALGORITHM = "HS256"
 MAX_CREDENTIAL_LENGTH = 8192
@@ -58,10 +60,14 @@ def new_user_id() -> str:
 
 
 def user_id_from_claim(claim: str) -> str:
-    """`dl_` + the claim when it fits the allowed characters, else a stable hash of it."""
-    if _CLAIM_RE.fullmatch(claim):
+    """`dl_` + the claim when it fits the allowed characters, else a stable hash of it.
+
+    A claim that itself starts with `h_` is hashed too: otherwise a user who may choose the claim (a
+    user name, say) could pick `h_<hash of someone's e-mail>` and be bound to that person's id.
+    """
+    if _CLAIM_RE.fullmatch(claim) and not claim.startswith(_HASHED_PREFIX):
         return "dl_" + claim
-    return "dl_h_" + hashlib.sha256(claim.encode()).hexdigest()[:40]
+    return "dl_" + _HASHED_PREFIX + hashlib.sha256(claim.encode()).hexdigest()[:40]
 
 
 def clean_name(value: object) -> str | None:
@@ -181,6 +187,9 @@ class JwksCache:
                 self._fetch()
                 key = self._lookup(kid)
         if key is None:
+            if self._failed_at is not None:
+                # The last fetch failed, so it is the key set that is unknown, not the caller's key.
+                raise self._unavailable()
             raise Unauthorized("The bearer token was signed with an unknown key.")
         return key
 
@@ -208,13 +217,18 @@ class JwksCache:
         except (requests.RequestException, ValueError, jwt.PyJWTError) as exc:
             self._failed_at = self._clock()
             log.error("Could not fetch the identity provider's signing keys: %s", type(exc).__name__)
-            raise UpstreamUnavailable(
-                "The identity provider's signing keys could not be fetched; try again shortly.",
-                retry_after=int(self._retry_after_failure),
-            ) from exc
+            raise self._unavailable() from exc
         self._keys = {key.key_id: key for key in key_set.keys}
         self._fetched_at = self._clock()
         self._failed_at = None
+
+    def _unavailable(self) -> UpstreamUnavailable:
+        """503 until the next fetch may be tried, with Retry-After saying when that is."""
+        since_failure = self._clock() - self._failed_at if self._failed_at is not None else 0.0
+        return UpstreamUnavailable(
+            "The identity provider's signing keys could not be fetched; try again shortly.",
+            retry_after=max(1, math.ceil(self._retry_after_failure - since_failure)),
+        )
 
     def _discover(self) -> str:
         issuer = (self._issuer or "").rstrip("/")
