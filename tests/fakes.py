@@ -89,6 +89,10 @@ class FakeDirectLine:
     def then_hang(self, seconds: float) -> None:
         self.then(Behaviour("hang", seconds=seconds))
 
+    def then_trickle(self, seconds_per_byte: float) -> None:
+        """Answer 200 with a token body sent one byte at a time."""
+        self.then(Behaviour("trickle", seconds=seconds_per_byte))
+
     def then_reset(self) -> None:
         self.then(Behaviour("reset"))
 
@@ -127,6 +131,9 @@ class FakeDirectLine:
             self._stop.wait(behaviour.seconds)
             handler.close_connection = True
             return
+        if behaviour.kind == "trickle":
+            self._trickle(handler, behaviour.seconds)
+            return
         if behaviour.kind == "reset":
             self._reset(handler)
             return
@@ -154,6 +161,22 @@ class FakeDirectLine:
             handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(body)
+
+    def _trickle(self, handler: BaseHTTPRequestHandler, seconds_per_byte: float) -> None:
+        body = json.dumps(self._token_answer(handler.path)).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.flush()
+        for byte in body:
+            if self._stop.wait(seconds_per_byte):
+                return
+            try:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+            except OSError:
+                return
 
     @staticmethod
     def _reset(handler: BaseHTTPRequestHandler) -> None:

@@ -134,3 +134,12 @@ def test_upstream_connections_are_pooled(make_service: ServiceFactory, fake: Fak
     for _ in range(5):
         assert service.issue_token(token_request()).status == 200
     assert fake.connections == 1
+
+
+def test_trickling_answer_is_cut_at_the_deadline(make_service: ServiceFactory, fake: FakeDirectLine) -> None:
+    service = make_service(UPSTREAM_TIMEOUT="0.5")
+    fake.then_trickle(0.05)  # a ~100-byte answer would take ~5 s
+    started = time.monotonic()
+    response = service.issue_token(token_request())
+    assert response.status == 504
+    assert time.monotonic() - started < 2.5

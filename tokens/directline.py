@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from tokens.errors import (
@@ -29,6 +30,7 @@ from tokens.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from tokens.netio import AnswerTooLarge, DeadlinePassed, read_bounded
 
 log = logging.getLogger("tokens.directline")
 
@@ -182,21 +184,16 @@ class DirectLineClient:
         return _parse_token_answer(self._read_body(response, deadline))
 
     def _read_body(self, response: requests.Response, deadline: float) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
         try:
-            for chunk in response.iter_content(chunk_size=16 * 1024):
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise UpstreamError("Direct Line's answer was too large to be a token.")
-                if self._clock() > deadline:
-                    raise UpstreamTimeout()
-                chunks.append(chunk)
-        except requests.RequestException as exc:
+            return read_bounded(response, MAX_RESPONSE_BYTES, deadline, self._clock)
+        except AnswerTooLarge:
+            raise UpstreamError("Direct Line's answer was too large to be a token.") from None
+        except DeadlinePassed:
+            raise UpstreamTimeout() from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             if self._clock() >= deadline:
                 raise UpstreamTimeout() from exc
             raise _Retryable(_unavailable(None)) from exc
-        return b"".join(chunks)
 
 
 def _unavailable(retry_after: str | None) -> UpstreamUnavailable:

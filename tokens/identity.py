@@ -12,6 +12,7 @@ Every id leaving this module matches `USER_ID_RE`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import re
@@ -25,8 +26,10 @@ from typing import Any, Protocol
 
 import jwt
 import requests
+import urllib3
 
 from tokens.errors import Unauthorized, UpstreamUnavailable
+from tokens.netio import AnswerTooLarge, DeadlinePassed, read_bounded
 from tokens.settings import Settings, is_loopback_host
 
 log = logging.getLogger("tokens.identity")
@@ -39,6 +42,7 @@ HANDLE_ALGORITHM = "HS256"
 MAX_CREDENTIAL_LENGTH = 8192
 MAX_NAME_LENGTH = 64
 JWT_LEEWAY = 60
+MAX_KEY_SET_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -239,12 +243,17 @@ class JwksCache:
         return jwks_uri
 
     def _get_json(self, url: str) -> dict[str, Any]:
-        response = self._session.get(url, timeout=(self._timeout, self._timeout), allow_redirects=False)
+        deadline = self._clock() + self._timeout
+        response = self._session.get(
+            url, timeout=(self._timeout, self._timeout), allow_redirects=False, stream=True
+        )
         with response:
             response.raise_for_status()
-            if len(response.content) > 256 * 1024:
-                raise ValueError("key set too large")
-            data = response.json()
+            try:
+                raw = read_bounded(response, MAX_KEY_SET_BYTES, deadline, self._clock)
+            except (AnswerTooLarge, DeadlinePassed, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise ValueError(f"key set not read: {type(exc).__name__}") from exc
+        data = json.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return data
