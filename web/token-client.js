@@ -99,6 +99,18 @@
     return match ? match[1] : null;
   }
 
+  // This page's origin when the service lives on another one, else null. A browser does not tell
+  // a page why a cross-origin request failed: a service that is down and one whose ALLOWED_ORIGINS
+  // does not list this origin look the same from here.
+  function foreignPageOrigin(serviceUrl) {
+    try {
+      var page = global.location.origin;
+      return serviceUrl && new URL(serviceUrl, global.location.href).origin !== page ? page : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
   function create(options) {
     options = options || {};
     var serviceUrl = (options.serviceUrl || '').replace(/\/+$/, '');
@@ -117,7 +129,12 @@
         response = await fetchFn(serviceUrl + path, request);
       } catch (_) {
         var where = 'The token service at ' + (serviceUrl || 'this site');
-        throw new ServiceError(0, 'network_error', where + ' could not be reached.');
+        var origin = foreignPageOrigin(serviceUrl);
+        var message = origin
+          ? where + ' could not be reached, or it does not accept requests from ' + origin +
+            ' (its ALLOWED_ORIGINS setting must list this origin).'
+          : where + ' could not be reached.';
+        throw new ServiceError(0, 'network_error', message);
       }
       var body = null;
       try {

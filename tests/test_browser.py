@@ -1,0 +1,458 @@
+"""The sample page in a real Chromium with the real Web Chat bundle, against `serve --demo`.
+
+Chromium is Debian's (`/usr/bin/chromium`), driven by Playwright for Python; Web Chat is the
+`botframework-webchat` bundle that `cd web && npm ci` installs, served to the page in place of the
+CDN. Nothing leaves the machine: requests that are not for loopback are aborted by the routes, and
+the browser's proxy is a closed loopback port, which only loopback addresses bypass.
+
+Playwright answers CORS preflights itself while any route is active, so the cross-origin tests use
+no routes: their copy of the page loads the bundle from its own loopback server, and the preflight
+that Chromium sends is checked as it arrived through the DevTools protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+import pytest
+
+from tests.conftest import ARTIFACTS, ROOT, ServedApp, served
+
+PLAYWRIGHT_IMPORT_ERROR: ImportError | None = None
+try:
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        Error,
+        Locator,
+        Page,
+        Playwright,
+        Route,
+        expect,
+        sync_playwright,
+    )
+except ImportError as import_error:  # reported by the `browser` fixture: a failure under CI
+    PLAYWRIGHT_IMPORT_ERROR = import_error
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+WEB_DIR = ROOT / "web"
+BUNDLE = WEB_DIR / "node_modules" / "botframework-webchat" / "dist" / "webchat.js"
+CDN_PREFIX = "https://cdn.botframework.com/"
+CDN_SCRIPT = "https://cdn.botframework.com/botframework-webchat/latest/webchat.js"
+SERVICE_URL_SETTING = "var SERVICE_URL = '';"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 30_000  # generous: other test suites share this machine's two cores
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+STORAGE_KEY = "directline-token:conversation"
+HANDLE_KEY = "directline-token:userHandle"
+BOT_BUBBLE = ".webchat__bubble:not(.webchat__bubble--from-user) .webchat__bubble__content"
+USER_BUBBLE = ".webchat__bubble--from-user .webchat__bubble__content"
+WELCOME = "Hello! I am the echo bot of the Direct Line emulator"
+
+
+# -- prerequisites ---------------------------------------------------------------------------------
+
+
+def _missing_prerequisite() -> str | None:
+    if PLAYWRIGHT_IMPORT_ERROR is not None:
+        return f"Playwright for Python is not importable ({PLAYWRIGHT_IMPORT_ERROR}); pip install -r requirements-dev.txt"
+    if not CHROMIUM.is_file():
+        return f"no Chromium at {CHROMIUM}; apt-get install chromium"
+    if not BUNDLE.is_file():
+        return f"no Web Chat bundle at {BUNDLE.relative_to(ROOT)}; run `cd web && npm ci`"
+    return None
+
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+# -- a static site on another loopback port --------------------------------------------------------
+
+
+class _StaticHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _StaticServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Small answers on a kept-alive connection: no Nagle delay between header and body.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_GET(self) -> None:
+        found = self.server.files.get(urlsplit(self.path).path)
+        status, content_type, body = (200, *found) if found else (404, "text/plain", b"not found")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the tests report what matters."""
+
+
+class _StaticServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, files: dict[str, tuple[str, bytes]]) -> None:
+        super().__init__(("127.0.0.1", 0), _StaticHandler)
+        self.files = files
+
+
+@dataclass
+class StaticSite:
+    """A copy of the sample page served from its own origin, pointed at the service."""
+
+    server: _StaticServer
+    thread: threading.Thread = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self.server.serve_forever, name="static-site", daemon=True)
+        self.thread.start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def set_service(self, service_url: str) -> None:
+        """Serve the page with its one setting pointing at the service, as a site would copy it."""
+        html = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+        assert html.count(SERVICE_URL_SETTING) == 1, "the page's service URL setting has moved"
+        assert html.count(CDN_SCRIPT) == 1, "the page no longer loads Web Chat from the CDN"
+        html = html.replace(SERVICE_URL_SETTING, f"var SERVICE_URL = '{service_url}';")
+        # The site hosts the bundle itself: a route for the CDN would make Playwright fake preflights.
+        html = html.replace(CDN_SCRIPT, "webchat.js")
+        self.server.files.update(
+            {
+                "/": ("text/html; charset=utf-8", html.encode("utf-8")),
+                "/token-client.js": ("text/javascript", (WEB_DIR / "token-client.js").read_bytes()),
+                "/webchat.js": ("text/javascript", BUNDLE.read_bytes()),
+            }
+        )
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class Demo:
+    app: ServedApp
+    allowed_site: StaticSite  # its origin is in ALLOWED_ORIGINS
+    denied_site: StaticSite  # its origin is not
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    reason = _missing_prerequisite()
+    if reason is not None:
+        if _under_ci():
+            pytest.fail(f"browser tests cannot run under CI: {reason}", pytrace=False)
+        pytest.skip(f"browser tests skipped: {reason}")
+    # Everything not on loopback goes to a proxy that refuses connections: no route can forget a
+    # request, and Chromium itself bypasses proxies for loopback addresses.
+    with socket.socket() as closed_port, sync_playwright() as playwright:
+        closed_port.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        proxy = f"--proxy-server=http://127.0.0.1:{closed_port.getsockname()[1]}"
+        launched = _launch(playwright, [*LAUNCH_ARGS, proxy])
+        expect.set_options(timeout=WAIT_MS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def _launch(playwright: Playwright, args: list[str]) -> Browser:
+    try:
+        return playwright.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
+    except Error as error:
+        pytest.fail(f"Chromium at {CHROMIUM} did not start: {error.message}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def demo(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """One `serve --demo` for the module, and two copies of the page on other origins."""
+    with contextlib.ExitStack() as stack:
+        allowed = StaticSite(_StaticServer({}))
+        stack.callback(allowed.close)
+        denied = StaticSite(_StaticServer({}))
+        stack.callback(denied.close)
+        env = {
+            "ALLOWED_ORIGINS": allowed.origin,
+            "RATE_LIMIT": "1000/minute",
+            "GLOBAL_RATE_LIMIT": "100000/minute",
+        }
+        app = stack.enter_context(served(env, tmp_path_factory.mktemp("browser"), demo=True))
+        allowed.set_service(app.base_url)
+        denied.set_service(app.base_url)
+        yield Demo(app, allowed, denied)
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh profile per test: empty storage, no cookies."""
+    created = browser.new_context(viewport={"width": 1024, "height": 720})
+    created.set_default_timeout(WAIT_MS)
+    yield created
+    created.close()
+
+
+@dataclass
+class Routed:
+    page: Page
+    blocked: list[str]
+
+
+@pytest.fixture
+def routed(context: BrowserContext) -> Routed:
+    """A page whose CDN requests get the npm bundle; anything else not on loopback is aborted."""
+    bundle = BUNDLE.read_bytes()
+    blocked: list[str] = []
+
+    def handle(route: Route) -> None:
+        url = route.request.url
+        if url.startswith(CDN_PREFIX):
+            route.fulfill(status=200, body=bundle, content_type="text/javascript; charset=utf-8")
+        elif _is_local(url):
+            route.continue_()
+        else:
+            blocked.append(url)
+            route.abort("blockedbyclient")
+
+    context.route("**/*", handle)
+    return Routed(context.new_page(), blocked)
+
+
+def _is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("blob", "data") or (parts.hostname or "") in LOOPBACK_HOSTS
+
+
+# -- what the page shows and keeps -----------------------------------------------------------------
+
+
+def bot_says(page: Page, text: str) -> Locator:
+    """The bot's reply bubble with exactly this text (not the screen-reader text of the user's own)."""
+    return page.locator(BOT_BUBBLE).filter(has_text=_exactly(text))
+
+
+def user_says(page: Page, text: str) -> Locator:
+    return page.locator(USER_BUBBLE).filter(has_text=_exactly(text))
+
+
+def _exactly(text: str) -> re.Pattern[str]:
+    return re.compile(rf"^\s*{re.escape(text)}\s*$")
+
+
+def send(page: Page, text: str) -> None:
+    box = page.get_by_role("textbox", name="Message input box")
+    box.fill(text)
+    box.press("Enter")
+
+
+def wait_connected(page: Page, *, resumed: bool = False) -> None:
+    expected = "Connected (conversation resumed)." if resumed else "Connected."
+    expect(page.locator("#status")).to_have_text(expected)
+    expect(page.locator("#error")).to_be_hidden()
+
+
+def chat(page: Page, text: str) -> None:
+    """Type a message and wait until the echo bot's reply bubble shows it."""
+    send(page, text)
+    expect(user_says(page, text)).to_be_visible()
+    expect(bot_says(page, f"You said: {text}")).to_be_visible()
+
+
+def stored_conversation(page: Page) -> dict[str, Any]:
+    stored = page.evaluate("key => JSON.parse(sessionStorage.getItem(key) || 'null')", STORAGE_KEY)
+    assert isinstance(stored, dict), f"no conversation in sessionStorage: {stored!r}"
+    return stored
+
+
+def token_user(token: str) -> str:
+    """The user id Direct Line bound into a token (its `user` claim); only read, not verified."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    user = claims["user"]
+    assert isinstance(user, str)
+    return user
+
+
+def wait_until(page: Page, condition: Callable[[], bool], what: str) -> None:
+    """Let Playwright deliver events until `condition` holds; fail after WAIT_MS."""
+    for _ in range(WAIT_MS // 50):
+        if condition():
+            return
+        page.wait_for_timeout(50)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@dataclass
+class Preflights:
+    """CORS preflights as Chromium sent them and as the server answered, from the DevTools protocol."""
+
+    responses: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def watch(cls, context: BrowserContext, page: Page) -> Preflights:
+        watched = cls()
+        session = context.new_cdp_session(page)
+        session.on("Network.responseReceived", watched._on_response)
+        session.send("Network.enable")
+        return watched
+
+    def _on_response(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "Preflight":
+            self.responses.append(event["response"])
+
+    def to(self, url: str) -> list[dict[str, Any]]:
+        return [response for response in self.responses if response["url"] == url]
+
+
+def _headers(response: dict[str, Any]) -> dict[str, str]:
+    return {name.lower(): value for name, value in response["headers"].items()}
+
+
+# -- the tests -------------------------------------------------------------------------------------
+
+
+def test_page_gets_a_token_and_the_echo_bot_answers_a_typed_message(demo: Demo, routed: Routed) -> None:
+    page = routed.page
+    page.goto(f"{demo.app.base_url}/")
+    wait_connected(page)
+    expect(page.locator(BOT_BUBBLE).filter(has_text=WELCOME)).to_be_visible()
+
+    chat(page, "hello from Chromium")
+
+    conversation = stored_conversation(page)
+    issued = [
+        record
+        for record in demo.app.audit_records()
+        if record["event"] == "directline.token" and record["conversationId"] == conversation["conversationId"]
+    ]
+    assert [(record["outcome"], record["origin"]) for record in issued] == [("issued", demo.app.base_url)]
+    assert token_user(conversation["token"]) == issued[0]["userId"]
+    assert conversation["domain"] == f"{demo.app.base_url}/v3/directline"
+    assert routed.blocked == [], "the page asked for something beyond Web Chat's CDN script"
+
+
+def test_reload_resumes_the_same_conversation_as_the_same_user_with_its_history(
+    demo: Demo, routed: Routed
+) -> None:
+    page = routed.page
+    page.goto(f"{demo.app.base_url}/")
+    wait_connected(page)
+    chat(page, "remember this")
+    before = stored_conversation(page)
+    handle = page.evaluate("key => localStorage.getItem(key)", HANDLE_KEY)
+
+    page.reload()
+    wait_connected(page, resumed=True)
+    expect(user_says(page, "remember this")).to_be_visible()  # shown as the user's own: same user id
+    expect(bot_says(page, "You said: remember this")).to_be_visible()
+    chat(page, "and this too")  # the refreshed token works, and all history has arrived before it
+
+    after = stored_conversation(page)
+    assert after["conversationId"] == before["conversationId"]
+    assert after["token"] != before["token"], "the token was not refreshed through the service"
+    assert token_user(after["token"]) == token_user(before["token"])
+    assert page.evaluate("key => localStorage.getItem(key)", HANDLE_KEY) == handle
+    expect(bot_says(page, "You said: remember this")).to_have_count(1)  # replayed once, not twice
+    expect(page.locator(BOT_BUBBLE).filter(has_text=WELCOME)).to_have_count(1)
+    records = [r for r in demo.app.audit_records() if r["conversationId"] == before["conversationId"]]
+    assert [(r["event"], r["outcome"]) for r in records] == [
+        ("directline.token", "issued"),
+        ("directline.refresh", "issued"),
+    ]
+
+
+def test_page_on_an_allowed_other_origin_passes_the_real_preflight_and_chats(
+    demo: Demo, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    preflights = Preflights.watch(context, page)
+    site = demo.allowed_site
+
+    page.goto(f"{site.origin}/")
+    wait_connected(page)
+    chat(page, "hello across origins")
+
+    token_url = f"{demo.app.base_url}/api/directline/token"
+    wait_until(page, lambda: bool(preflights.to(token_url)), "the preflight of the token request")
+    [preflight] = preflights.to(token_url)
+    headers = _headers(preflight)
+    assert preflight["status"] == 204
+    assert headers["access-control-allow-origin"] == site.origin
+    assert headers["access-control-allow-methods"] == "POST, OPTIONS"
+    assert headers["access-control-allow-headers"] == "Authorization, Content-Type"
+    assert "access-control-allow-credentials" not in headers  # what a preflight faked by Playwright has
+    conversation = stored_conversation(page)
+    origins = [r["origin"] for r in demo.app.audit_records() if r["conversationId"] == conversation["conversationId"]]
+    assert origins == [site.origin]
+
+
+def test_page_on_an_origin_not_allowed_gets_no_token_and_shows_the_error(
+    demo: Demo, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    preflights = Preflights.watch(context, page)
+    site = demo.denied_site
+
+    page.goto(f"{site.origin}/")
+
+    expect(page.locator("#error")).to_be_visible()
+    expect(page.locator("#error-code")).to_have_text("network_error")
+    expect(page.locator("#error-message")).to_contain_text(f"does not accept requests from {site.origin}")
+    expect(page.locator("#error-message")).to_contain_text("ALLOWED_ORIGINS")
+    expect(page.locator("#webchat")).to_be_hidden()
+    expect(page.locator("#status")).to_have_text("Chat unavailable.")
+    token_url = f"{demo.app.base_url}/api/directline/token"
+    wait_until(page, lambda: bool(preflights.to(token_url)), "the preflight of the token request")
+    assert [(p["status"], "access-control-allow-origin" in _headers(p)) for p in preflights.to(token_url)] == [
+        (403, False)
+    ]
+    # The refused preflight stopped the POST: the service saw no token request from this origin.
+    assert not [r for r in demo.app.audit_records() if r["origin"] == site.origin]
+    assert page.evaluate("key => sessionStorage.getItem(key)", STORAGE_KEY) is None
+
+
+def test_screenshot_of_the_working_chat_is_kept_with_the_artifacts(demo: Demo, routed: Routed) -> None:
+    page = routed.page
+    page.goto(f"{demo.app.base_url}/")
+    wait_connected(page)
+    chat(page, "Hello, Web Chat!")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    target = ARTIFACTS / "webchat.png"
+    target.unlink(missing_ok=True)
+    page.screenshot(path=target)
+    png = target.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1024, 720)
