@@ -64,6 +64,7 @@ def make_service(fake: FakeDirectLine) -> Iterator[ServiceFactory]:
     yield factory
     for service in built:
         service.client.close()
+        service.limiter.close()
 
 
 @pytest.fixture

@@ -99,6 +99,8 @@ def serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_request_body_size=MAX_REQUEST_BODY,
         ident="tokens",
+        # Keep X-Forwarded-For: TRUSTED_PROXY_HOPS, not waitress, decides which entries to believe.
+        clear_untrusted_proxy_headers=False,
         _quiet=True,
     )
     return 0

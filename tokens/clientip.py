@@ -1,5 +1,10 @@
 """The caller's network address: taken from X-Forwarded-For as far as front ends are trusted, and
-shortened for the audit trail."""
+shortened for the audit trail.
+
+The address keys the per-caller rate limit of anonymous callers, so it must be something the caller
+cannot choose: only the entries written by trusted front ends count, and every spelling of one
+address (with or without a port, IPv4 or IPv4-mapped IPv6, upper or lower case) comes out the same.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,43 @@ import ipaddress
 
 UNKNOWN = "unknown"
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-def _strip_port(entry: str) -> str | None:
-    """`203.0.113.5:1234`, `[2001:db8::1]:443`, a bare IPv4 or IPv6 address -> the address alone."""
+
+def _parse(entry: str) -> IPAddress | None:
+    """`203.0.113.5`, `203.0.113.5:1234`, `2001:db8::1`, `[2001:db8::1]:443` -> the address alone.
+
+    Anything else (a host name, `unknown`, an obfuscated `_hidden` identifier, a bad port) is None.
+    """
     entry = entry.strip()
     if entry.startswith("["):
-        host, bracket, _ = entry[1:].partition("]")
-        entry = host if bracket else ""
-    elif entry.count(":") == 1:
-        entry = entry.partition(":")[0]
+        host, bracket, rest = entry[1:].partition("]")
+        # Brackets are IPv6's way to carry a port; a bracketed IPv4 address is not a valid entry.
+        if not bracket or ":" not in host or (rest and not _is_port_suffix(rest)):
+            return None
+        entry = host
+    elif entry.count(":") == 1:  # IPv4 with a port; a bare IPv6 address has two colons or more
+        host, _, port = entry.partition(":")
+        if not port.isdigit():
+            return None
+        entry = host
     try:
-        return str(ipaddress.ip_address(entry))
+        address = ipaddress.ip_address(entry)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address):
+        # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; they are the same caller, and
+        # truncating such an address to /48 for the audit would erase it entirely.
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        # A zone (`fe80::1%eth0`) names our own interface, not the caller.
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(str(address).partition("%")[0])
+    return address
+
+
+def _is_port_suffix(text: str) -> bool:
+    return text.startswith(":") and text[1:].isdigit()
 
 
 def client_address(forwarded_for: str | None, trusted_hops: int, peer: str | None = None) -> str:
@@ -27,26 +56,42 @@ def client_address(forwarded_for: str | None, trusted_hops: int, peer: str | Non
 
     Entries to the left of it were written by the client and prove nothing, so a caller cannot pick
     its own address. With 0 hops the header is ignored and the connection's peer address is used.
+    When there is no usable address the result is `unknown`: such callers share one allowance rather
+    than each getting a fresh one.
     """
-    peer_address = _strip_port(peer) if peer else None
+    peer_address = _parse(peer) if peer else None
     if trusted_hops == 0 or not forwarded_for:
-        return peer_address or UNKNOWN
+        return str(peer_address) if peer_address else UNKNOWN
     entries = [entry for entry in forwarded_for.split(",") if entry.strip()]
     if len(entries) < trusted_hops:
         # Fewer entries than trusted front ends: the request did not come through all of them.
-        return peer_address or UNKNOWN
-    return _strip_port(entries[-trusted_hops]) or UNKNOWN
+        return str(peer_address) if peer_address else UNKNOWN
+    address = _parse(entries[-trusted_hops])
+    return str(address) if address else UNKNOWN
+
+
+def rate_limit_network(address: str) -> str:
+    """What an anonymous caller's allowance is counted on: the IPv4 address, or the IPv6 /64.
+
+    One home or office connection is given a whole IPv6 /64 and can send from any address in it, so
+    counting per IPv6 address would hand such a caller 2**64 fresh allowances.
+    """
+    ip = _parse(address)
+    if ip is None:
+        return UNKNOWN
+    if ip.version == 4:
+        return str(ip)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 def for_audit(address: str, mode: str) -> str | None:
     """`full`, `truncated` (IPv4 last octet zeroed, IPv6 to /48) or `none` (not recorded)."""
     if mode == "none":
         return None
-    if mode == "full":
-        return address
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    ip = _parse(address)
+    if ip is None:
         return UNKNOWN
+    if mode == "full":
+        return str(ip)
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)

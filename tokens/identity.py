@@ -71,7 +71,8 @@ def user_id_from_claim(claim: str) -> str:
     """
     if _CLAIM_RE.fullmatch(claim) and not claim.startswith(_HASHED_PREFIX):
         return "dl_" + claim
-    return "dl_" + _HASHED_PREFIX + hashlib.sha256(claim.encode()).hexdigest()[:40]
+    # surrogatepass: a JSON claim may carry a lone surrogate (\ud800), which strict UTF-8 refuses.
+    return "dl_" + _HASHED_PREFIX + hashlib.sha256(claim.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 def clean_name(value: object) -> str | None:

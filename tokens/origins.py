@@ -72,9 +72,10 @@ def parse_origin(text: str) -> Origin | None:
 
 def parse_pattern(text: str) -> OriginPattern | None:
     """Parse one ALLOWED_ORIGINS entry; None when it is neither an origin nor a one-label wildcard."""
-    text = text.strip().lower()
-    if not text.isascii():
+    text = text.strip()
+    if not text.isascii():  # before lower(): "\u212a".lower() is an ASCII "k"
         return None
+    text = text.lower()
     wildcard = _WILDCARD_RE.fullmatch(text)
     if wildcard is not None:
         scheme, suffix, port_text = wildcard.groups()
@@ -92,8 +93,13 @@ def is_allowed(origin_header: str, patterns: Iterable[OriginPattern]) -> bool:
 
 
 def cors_headers(origin_header: str) -> dict[str, str]:
-    """Headers for every response to an allowed origin: the origin echoed, never `*`."""
-    return {"Access-Control-Allow-Origin": origin_header, "Vary": "Origin"}
+    """Headers for every response to an allowed origin: the origin echoed, never `*`. Retry-After
+    is exposed so that a page can read how long to wait after a 429 or 503."""
+    return {
+        "Access-Control-Allow-Origin": origin_header,
+        "Access-Control-Expose-Headers": "Retry-After",
+        "Vary": "Origin",
+    }
 
 
 def preflight_headers(origin_header: str) -> dict[str, str]:

@@ -3,8 +3,8 @@
 Counting lives in `RATE_LIMIT_STORAGE`. With Redis every instance sees the same counts; with
 `memory://` each process counts alone, so N instances allow N times the limit. When Redis cannot be
 reached the limiter counts in this process instead (limits still hold, per instance), logs an error
-at most once a minute, and tries Redis again after a few seconds: an outage of the counter store must
-neither take the endpoint down nor lift every limit.
+at most once a minute, tries Redis again after a few seconds, and logs once when it is back: an
+outage of the counter store must neither take the endpoint down nor lift every limit.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from limits import RateLimitItem
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from tokens.errors import RateLimited
@@ -35,50 +35,70 @@ class RateLimiter:
         global_limits: Sequence[RateLimitItem],
         storage_url: str = "memory://",
         *,
-        clock: Callable[[], float] = time.time,
+        namespace: str = "tokens",
+        clock: Callable[[], float] = time.monotonic,
         retry_shared_after: float = 5.0,
         error_log_interval: float = 60.0,
     ) -> None:
         self._per_caller = tuple(per_caller)
         self._global = tuple(global_limits)
+        # Times the fallback: when to try the shared store again, when the error may be logged again.
         self._clock = clock
         self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._redis: RedisStorage | None = None
         self._shared: MovingWindowRateLimiter | None = None
         if storage_url != "memory://":
-            self._shared = MovingWindowRateLimiter(_shared_storage(storage_url))
+            self._redis = _redis_storage(storage_url, namespace)
+            self._shared = MovingWindowRateLimiter(self._redis)
         self._retry_shared_after = retry_shared_after
         self._error_log_interval = error_log_interval
-        self._shared_down_until = 0.0
+        self._shared_down_until = -math.inf
+        self._shared_failing = False
         self._last_error_log = -math.inf
         self._lock = threading.Lock()
 
-    def check(self, caller_key: str) -> None:
+    def check(self, *caller_keys: str) -> None:
         """Count one request for this caller and for everyone; raise RateLimited when over a limit."""
         shared = self._shared if self._clock() >= self._shared_down_until else None
         if shared is not None:
             try:
-                self._check_with(shared, caller_key)
-                return
+                self._check_with(shared, caller_keys)
             except StorageError as exc:
                 self._shared_failed(exc)
-        self._check_with(self._local, caller_key)
+            else:
+                if self._shared_failing:
+                    self._shared_back()
+                return
+        self._check_with(self._local, caller_keys)
 
-    def _check_with(self, limiter: MovingWindowRateLimiter, caller_key: str) -> None:
-        # The caller's own limit first, so one noisy caller's refused requests do not use up the
-        # global allowance of everyone else.
-        for item in self._per_caller:
-            if not limiter.hit(item, "caller", caller_key):
-                raise RateLimited(retry_after=self._retry_after(limiter, item, "caller", caller_key))
+    def close(self) -> None:
+        """Close the pooled connections to the shared store; a later check simply reconnects."""
+        if self._redis is not None:
+            self._redis.storage.close()
+
+    def _check_with(self, limiter: MovingWindowRateLimiter, caller_keys: Sequence[str]) -> None:
+        # The caller's own limits first, so one noisy caller's refused requests do not use up the
+        # global allowance of everyone else. A caller known by several keys (an address and a user
+        # id) must be within the limit on each of them.
+        for caller_key in caller_keys:
+            for item in self._per_caller:
+                if not limiter.hit(item, "caller", caller_key):
+                    raise RateLimited(retry_after=self._retry_after(limiter, item, "caller", caller_key))
         for item in self._global:
             if not limiter.hit(item, "global", GLOBAL_KEY):
                 raise RateLimited(retry_after=self._retry_after(limiter, item, "global", GLOBAL_KEY))
 
-    def _retry_after(self, limiter: MovingWindowRateLimiter, item: RateLimitItem, *ids: str) -> int:
+    @staticmethod
+    def _retry_after(limiter: MovingWindowRateLimiter, item: RateLimitItem, *ids: str) -> int:
+        """Whole seconds until the oldest hit in the window ages out and one request fits again."""
         reset_time = limiter.get_window_stats(item, *ids).reset_time
-        return max(1, math.ceil(reset_time - self._clock()))
+        # `limits` stamps its entries with time.time() (in Redis too), so the wall clock, not the
+        # injectable one, is what the reset time is measured against.
+        return max(1, math.ceil(reset_time - time.time()))
 
     def _shared_failed(self, exc: StorageError) -> None:
         with self._lock:
+            self._shared_failing = True
             now = self._clock()
             self._shared_down_until = now + self._retry_shared_after
             if now - self._last_error_log >= self._error_log_interval:
@@ -88,14 +108,25 @@ class RateLimiter:
                     type(exc.storage_error).__name__,
                 )
 
+    def _shared_back(self) -> None:
+        # Said once per outage, so the log shows when shared counting resumed, not only when it stopped.
+        with self._lock:
+            if self._shared_failing:
+                self._shared_failing = False
+                log.info("Rate-limit storage reachable again; counting is shared across instances")
 
-def _shared_storage(url: str) -> Storage:
-    storage = storage_from_string(
+
+def _redis_storage(url: str, namespace: str) -> RedisStorage:
+    """The shared store. Settings accept only redis:// and rediss://, so Redis is the one kind."""
+    scheme = url.partition("://")[0]
+    if scheme not in ("redis", "rediss"):
+        raise ValueError("the shared rate-limit storage must be a redis:// or rediss:// URL")
+    return RedisStorage(
         url,
+        # Redis errors arrive as limits' StorageError, the one exception the fallback has to know.
         wrap_exceptions=True,
+        # Two services (two bots) sharing one cache must not share their counts.
+        key_prefix=f"LIMITS:{namespace}",
         socket_timeout=REDIS_TIMEOUT,
         socket_connect_timeout=REDIS_TIMEOUT,
     )
-    if not isinstance(storage, Storage):  # the asyncio storages live elsewhere; this cannot happen
-        raise TypeError("rate-limit storage must be synchronous")
-    return storage

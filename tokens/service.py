@@ -6,6 +6,7 @@ good or bad, leaves exactly one audit record.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 
 from tokens import audit, origins
 from tokens.body import MAX_BODY_BYTES, parse_token_body
-from tokens.clientip import client_address, for_audit
+from tokens.clientip import client_address, for_audit, rate_limit_network
 from tokens.directline import DirectLineClient
 from tokens.errors import (
     Misconfigured,
@@ -24,9 +25,9 @@ from tokens.errors import (
     Unauthorized,
 )
 from tokens.http import Request, Response, error_response, json_response
-from tokens.identity import AnonymousIdentity, Identity, bearer_token, build_identity
+from tokens.identity import AnonymousIdentity, Caller, Identity, bearer_token, build_identity
 from tokens.ratelimit import RateLimiter
-from tokens.settings import Settings, SettingsError
+from tokens.settings import Settings, SettingsError, derive_handle_key
 
 log = logging.getLogger("tokens.service")
 
@@ -88,7 +89,7 @@ class TokenService:
         body = parse_token_body(request.body, request.header("content-type"))
         caller = self.identity.identify(request.headers, body)
         outcome.user_id = caller.user_id
-        self.limiter.check(caller.user_id if caller.verified else self._client_key(request))
+        self.limiter.check(*self._caller_keys(request, caller))
         user: dict[str, Any] = {"id": caller.user_id}
         if caller.name:
             user["name"] = caller.name
@@ -132,7 +133,18 @@ class TokenService:
         )
 
     def _client_key(self, request: Request) -> str:
-        return "ip:" + self._client_address(request)
+        return "ip:" + rate_limit_network(self._client_address(request))
+
+    def _caller_keys(self, request: Request, caller: Caller) -> list[str]:
+        """A signed-in caller is counted by user id. An anonymous caller is counted by address, and
+        by user id too when it sent a valid handle: handles cost nothing to collect, so they must
+        not buy extra allowance from one address."""
+        if isinstance(self.identity, AnonymousIdentity):
+            keys = [self._client_key(request)]
+            if caller.verified:
+                keys.append("user:" + caller.user_id)
+            return keys
+        return ["user:" + caller.user_id]
 
     def _audited(
         self, event: str, request: Request, step: Callable[[Request, _Outcome], Response]
@@ -218,7 +230,12 @@ def build_service(settings: Settings) -> TokenService:
     client = DirectLineClient(
         settings.direct_line_endpoint, settings.direct_line_secret, settings.upstream_timeout
     )
-    limiter = RateLimiter(settings.rate_limit, settings.global_rate_limit, settings.rate_limit_storage)
+    # Counts of different bots sharing one Redis stay apart: the namespace is a digest of the key
+    # derived from the secret (not the secret itself, and not reversible).
+    namespace = hashlib.sha256(derive_handle_key(settings.direct_line_secret)).hexdigest()[:16]
+    limiter = RateLimiter(
+        settings.rate_limit, settings.global_rate_limit, settings.rate_limit_storage, namespace=namespace
+    )
     return TokenService(settings, client, build_identity(settings), limiter)
 
 

@@ -1,0 +1,171 @@
+"""The client address from X-Forwarded-For per TRUSTED_PROXY_HOPS, and its shortened audit form."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokens.clientip import UNKNOWN, client_address, for_audit, rate_limit_network
+
+# -- one entry, every spelling ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "address"),
+    [
+        ("203.0.113.5", "203.0.113.5"),
+        ("203.0.113.5:50123", "203.0.113.5"),
+        ("  203.0.113.5:443  ", "203.0.113.5"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("2001:DB8:0:0:0:0:0:1", "2001:db8::1"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("[2001:db8::1]:443", "2001:db8::1"),
+        ("::1", "::1"),
+        ("::ffff:203.0.113.5", "203.0.113.5"),
+        ("[::ffff:203.0.113.5]:8080", "203.0.113.5"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("[fe80::1%eth0]:443", "fe80::1"),
+    ],
+)
+def test_ipv4_and_ipv6_entries_give_the_address_without_port(entry: str, address: str) -> None:
+    assert client_address(entry, 1) == address
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "unknown",
+        "_hidden",
+        "client.example.com",
+        "client.example.com:443",
+        "203.0.113",
+        "203.0.113.256",
+        "01.2.3.4",
+        "203.0.113.5:",
+        "203.0.113.5:https",
+        "203.0.113.5:80:81",
+        "[203.0.113.5]:80",
+        "[2001:db8::1",
+        "[2001:db8::1]443",
+        "[2001:db8::1]:",
+        "2001:db8::zz",
+        "203.0.113.5\x00",
+        "<script>",
+    ],
+)
+def test_garbage_entry_is_unknown(entry: str) -> None:
+    assert client_address(f"198.51.100.1, {entry}", 1) == UNKNOWN
+
+
+def test_every_garbage_entry_maps_to_one_key_so_garbage_buys_no_fresh_allowance() -> None:
+    assert client_address("junk-1", 1) == client_address("junk-2", 1) == UNKNOWN
+
+
+# -- hops ---------------------------------------------------------------------------------------
+
+CHAIN = "198.51.100.1, 203.0.113.5:50000, 10.0.0.7"
+
+
+@pytest.mark.parametrize(
+    ("hops", "address"),
+    [(1, "10.0.0.7"), (2, "203.0.113.5"), (3, "198.51.100.1")],
+)
+def test_client_is_the_entry_that_many_hops_from_the_right(hops: int, address: str) -> None:
+    assert client_address(CHAIN, hops) == address
+
+
+def test_zero_hops_ignores_the_header_and_uses_the_peer() -> None:
+    assert client_address(CHAIN, 0, peer="192.0.2.9") == "192.0.2.9"
+
+
+def test_zero_hops_without_a_peer_is_unknown() -> None:
+    assert client_address(CHAIN, 0) == UNKNOWN
+
+
+def test_peer_with_a_port_is_stripped_too() -> None:
+    assert client_address(None, 0, peer="[2001:db8::9]:61000") == "2001:db8::9"
+
+
+def test_entries_left_of_the_trusted_ones_cannot_choose_the_address() -> None:
+    """A client that sends its own X-Forwarded-For only adds entries on the left."""
+    forged = [f"192.0.2.{n}, 203.0.113.5" for n in range(1, 6)]
+    assert {client_address(header, 1) for header in forged} == {"203.0.113.5"}
+    two_hops = [f"192.0.2.{n}, 203.0.113.5:1234, 10.0.0.7" for n in range(1, 6)]
+    assert {client_address(header, 2) for header in two_hops} == {"203.0.113.5"}
+
+
+def test_empty_entries_do_not_shift_the_trusted_position() -> None:
+    assert client_address("192.0.2.1, , ,203.0.113.5", 1) == "203.0.113.5"
+    assert client_address(",,203.0.113.5, 10.0.0.7", 2) == "203.0.113.5"
+
+
+@pytest.mark.parametrize(
+    ("header", "hops"),
+    [("203.0.113.5", 2), ("203.0.113.5, 10.0.0.7", 3), (" , ", 1)],
+)
+def test_too_few_entries_fall_back_to_the_peer(header: str, hops: int) -> None:
+    assert client_address(header, hops, peer="192.0.2.9:5000") == "192.0.2.9"
+    assert client_address(header, hops) == UNKNOWN
+
+
+@pytest.mark.parametrize("header", [None, ""])
+def test_missing_header_falls_back_to_the_peer(header: str | None) -> None:
+    assert client_address(header, 1, peer="192.0.2.9") == "192.0.2.9"
+    assert client_address(header, 1) == UNKNOWN
+
+
+def test_garbage_peer_is_unknown() -> None:
+    assert client_address(None, 0, peer="not-an-address") == UNKNOWN
+
+
+def test_ipv4_and_its_ipv6_mapped_form_are_one_caller() -> None:
+    assert client_address("::ffff:203.0.113.5", 1) == client_address("203.0.113.5:1", 1)
+
+
+# -- what an allowance is counted on -----------------------------------------------------------
+
+
+def test_ipv4_caller_is_counted_by_its_address() -> None:
+    assert rate_limit_network("203.0.113.7") == "203.0.113.7"
+
+
+def test_ipv6_caller_is_counted_by_its_64_so_rotating_addresses_gains_nothing() -> None:
+    addresses = ["2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2:abcd::42"]
+    assert {rate_limit_network(address) for address in addresses} == {"2001:db8:1:2::/64"}
+
+
+def test_neighbouring_ipv6_64s_are_different_callers() -> None:
+    assert rate_limit_network("2001:db8:1:2::1") != rate_limit_network("2001:db8:1:3::1")
+
+
+def test_unknown_address_is_counted_as_unknown() -> None:
+    assert rate_limit_network(UNKNOWN) == UNKNOWN
+
+
+# -- the audit form -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "mode", "recorded"),
+    [
+        ("203.0.113.57", "full", "203.0.113.57"),
+        ("203.0.113.57", "truncated", "203.0.113.0"),
+        ("203.0.113.57", "none", None),
+        ("2001:db8:abcd:12:3456::1", "full", "2001:db8:abcd:12:3456::1"),
+        ("2001:db8:abcd:12:3456::1", "truncated", "2001:db8:abcd::"),
+        ("2001:db8:abcd:12:3456::1", "none", None),
+        ("::ffff:203.0.113.57", "truncated", "203.0.113.0"),
+        (UNKNOWN, "full", UNKNOWN),
+        (UNKNOWN, "truncated", UNKNOWN),
+        (UNKNOWN, "none", None),
+    ],
+)
+def test_audit_form_is_full_truncated_or_none(address: str, mode: str, recorded: str | None) -> None:
+    assert for_audit(address, mode) == recorded
+
+
+def test_truncated_ipv6_keeps_exactly_the_first_48_bits() -> None:
+    assert for_audit("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", "truncated") == "2001:db8:ffff::"
+
+
+def test_audit_never_records_garbage_verbatim() -> None:
+    assert for_audit("<script>alert(1)</script>", "full") == UNKNOWN

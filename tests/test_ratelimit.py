@@ -1,0 +1,436 @@
+"""Abuse protection: per-caller and global rate limits on both POST routes, through the service and over
+HTTP against `python -m tokens serve`, and the fallback to per-process counting when the shared store
+cannot be reached."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from limits import parse_many
+
+from tests.conftest import ALLOWED, AuditLog, ServiceFactory, base_env, payload, served, token_request
+from tests.fakes import FakeDirectLine
+from tokens.errors import RateLimited
+from tokens.http import Response
+from tokens.ratelimit import RateLimiter
+from tokens.service import TokenService
+
+TIMEOUT = 5
+WHOLE_SECONDS = re.compile(r"[1-9][0-9]*")
+STORAGE_ERROR = "Rate-limit storage unreachable"
+
+
+def issue(service: TokenService, address: str = "203.0.113.7", **headers: str) -> Response:
+    """One token request from `address`, as Azure's front end reports it (one trusted hop)."""
+    return service.issue_token(token_request(headers={"X-Forwarded-For": f"{address}:50000", **headers}))
+
+
+def statuses(responses: list[Response]) -> list[int]:
+    return [response.status for response in responses]
+
+
+def retry_after(response: Response) -> int:
+    value = response.all_headers()["Retry-After"]
+    assert WHOLE_SECONDS.fullmatch(value), value
+    return int(value)
+
+
+def storage_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        record
+        for record in caplog.records
+        if record.name == "tokens.ratelimit" and record.getMessage().startswith(STORAGE_ERROR)
+    ]
+
+
+# -- per caller, through the service ------------------------------------------------------------
+
+
+def test_caller_over_its_limit_gets_429_rate_limited(make_service: ServiceFactory) -> None:
+    service = make_service(RATE_LIMIT="3/minute")
+    responses = [issue(service) for _ in range(5)]
+    assert statuses(responses) == [200, 200, 200, 429, 429]
+    assert payload(responses[3])["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.parametrize(("limit", "window"), [("3/minute", 60), ("3/hour", 3600), ("3/day", 86400)])
+def test_retry_after_is_whole_seconds_within_the_window(
+    make_service: ServiceFactory, limit: str, window: int
+) -> None:
+    service = make_service(RATE_LIMIT=limit)
+    for _ in range(3):
+        issue(service)
+    seconds = retry_after(issue(service))
+    assert 1 <= seconds <= window
+    # The first hit was made a moment ago, so the slot it holds frees up about one window from now.
+    assert seconds >= window - 5
+
+
+def test_denial_is_audited_as_denied_rate_limited(make_service: ServiceFactory, audit: AuditLog) -> None:
+    service = make_service(RATE_LIMIT="1/minute")
+    issue(service)
+    issue(service)
+    issued, denied = audit.records
+    assert issued["outcome"] == "issued"
+    assert denied["event"] == "directline.token"
+    assert denied["outcome"] == "denied"
+    assert denied["status"] == 429
+    assert denied["reason"] == "rate_limited"
+    assert denied["conversationId"] is None
+    assert denied["clientIp"] == "203.0.113.0"
+
+
+def test_limit_is_checked_before_the_upstream_call(make_service: ServiceFactory, fake: FakeDirectLine) -> None:
+    service = make_service(RATE_LIMIT="2/minute")
+    for _ in range(6):
+        issue(service)
+    assert len(fake.requests) == 2
+
+
+def test_callers_have_separate_allowances(make_service: ServiceFactory) -> None:
+    service = make_service(RATE_LIMIT="2/minute")
+    first = [issue(service, "203.0.113.7") for _ in range(3)]
+    second = [issue(service, "198.51.100.20") for _ in range(3)]
+    assert statuses(first) == statuses(second) == [200, 200, 429]
+
+
+def test_forged_forwarded_for_entries_share_one_counter(make_service: ServiceFactory) -> None:
+    """With one trusted hop, whatever the client wrote left of it does not make it a new caller."""
+    service = make_service(RATE_LIMIT="2/minute", TRUSTED_PROXY_HOPS="1")
+    responses = [
+        service.issue_token(token_request(headers={"X-Forwarded-For": f"192.0.2.{n}, 203.0.113.7:5000"}))
+        for n in range(1, 6)
+    ]
+    assert statuses(responses) == [200, 200, 429, 429, 429]
+
+
+def test_ipv6_caller_rotating_addresses_in_its_64_shares_one_allowance(make_service: ServiceFactory) -> None:
+    service = make_service(RATE_LIMIT="2/minute")
+    responses = [issue(service, f"[2001:db8:1:2::{n:x}]") for n in range(1, 6)]
+    assert statuses(responses) == [200, 200, 429, 429, 429]
+
+
+def test_rate_limited_answer_carries_cors_headers_for_an_allowed_origin(make_service: ServiceFactory) -> None:
+    """Without them the page's fetch() would see a network error instead of the 429."""
+    service = make_service(RATE_LIMIT="1/minute")
+    issue(service)
+    headers = issue(service).all_headers()
+    assert headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert headers["Cache-Control"] == "no-store"
+
+
+# -- global -------------------------------------------------------------------------------------
+
+
+def test_global_limit_caps_all_callers_together(make_service: ServiceFactory, audit: AuditLog) -> None:
+    service = make_service(RATE_LIMIT="10/minute", GLOBAL_RATE_LIMIT="3/minute")
+    responses = [issue(service, f"198.51.100.{n}") for n in range(1, 6)]
+    assert statuses(responses) == [200, 200, 200, 429, 429]
+    assert payload(responses[3])["error"]["code"] == "rate_limited"
+    assert 55 <= retry_after(responses[3]) <= 60
+    assert [record["reason"] for record in audit.records[3:]] == ["rate_limited", "rate_limited"]
+
+
+def test_refused_caller_does_not_use_up_the_global_allowance(make_service: ServiceFactory) -> None:
+    """The caller's own limit is checked first, so one noisy caller cannot lock everyone else out."""
+    service = make_service(RATE_LIMIT="1/minute", GLOBAL_RATE_LIMIT="3/minute")
+    noisy = [issue(service, "192.0.2.66") for _ in range(10)]
+    others = [issue(service, f"198.51.100.{n}") for n in range(1, 4)]
+    assert statuses(noisy) == [200] + [429] * 9
+    assert statuses(others) == [200, 200, 429]
+
+
+# -- identity as the key ------------------------------------------------------------------------
+
+
+def easyauth(service: TokenService, principal: str, address: str) -> Response:
+    return issue(service, address, **{"X-MS-CLIENT-PRINCIPAL-ID": principal})
+
+
+def test_signed_in_caller_is_limited_by_user_id_not_address(make_service: ServiceFactory) -> None:
+    service = make_service(AUTH_MODE="easyauth", RATE_LIMIT="2/minute")
+    ann = [easyauth(service, "ann", "203.0.113.7"), easyauth(service, "ann", "198.51.100.1")]
+    assert statuses(ann) == [200, 200]
+    # A new address does not give Ann a fresh allowance ...
+    assert easyauth(service, "ann", "192.0.2.99").status == 429
+    # ... and Bob behind Ann's address (one office, one NAT) keeps his own.
+    assert easyauth(service, "bob", "203.0.113.7").status == 200
+
+
+def test_valid_user_handle_is_limited_by_user_id_across_addresses(make_service: ServiceFactory) -> None:
+    service = make_service(RATE_LIMIT="2/minute")
+    handle = payload(issue(service, "203.0.113.7"))["userHandle"]
+    assert issue_with_handle(service, handle, "198.51.100.1").status == 200
+    assert issue_with_handle(service, handle, "198.51.100.2").status == 200
+    # The user id has now used its two; a fresh address does not buy it more.
+    assert issue_with_handle(service, handle, "192.0.2.9").status == 429
+
+
+def test_collected_handles_buy_no_extra_allowance_from_one_address(make_service: ServiceFactory) -> None:
+    service = make_service(RATE_LIMIT="2/minute")
+    handles = [payload(issue(service, "203.0.113.7"))["userHandle"] for _ in range(2)]
+    # The address has used its two; handles gathered from it are counted against it as well.
+    assert statuses([issue_with_handle(service, handle, "203.0.113.7") for handle in handles]) == [429, 429]
+
+
+def issue_with_handle(service: TokenService, handle: str, address: str) -> Response:
+    request = token_request({"userHandle": handle}, headers={"X-Forwarded-For": address})
+    return service.issue_token(request)
+
+
+def test_rejected_user_handle_is_not_counted(make_service: ServiceFactory, fake: FakeDirectLine) -> None:
+    service = make_service(RATE_LIMIT="1/minute")
+    forged = [issue_with_handle(service, "not-a-handle", "203.0.113.7") for _ in range(3)]
+    assert statuses(forged) == [401, 401, 401]
+    assert issue(service, "203.0.113.7").status == 200
+    assert len(fake.requests) == 1
+
+
+# -- refresh ------------------------------------------------------------------------------------
+
+
+def refresh(service: TokenService, address: str = "203.0.113.7") -> Response:
+    headers = {"Authorization": "Bearer dl-token-to-refresh", "X-Forwarded-For": address}
+    return service.refresh_token(token_request(headers=headers))
+
+
+def test_refresh_route_is_limited_too(
+    make_service: ServiceFactory, fake: FakeDirectLine, audit: AuditLog
+) -> None:
+    service = make_service(RATE_LIMIT="2/minute")
+    responses = [refresh(service) for _ in range(4)]
+    assert statuses(responses) == [200, 200, 429, 429]
+    assert payload(responses[2])["error"]["code"] == "rate_limited"
+    assert 1 <= retry_after(responses[2]) <= 60
+    assert len(fake.requests) == 2
+    denied = audit.records[2]
+    assert (denied["event"], denied["outcome"], denied["reason"]) == (
+        "directline.refresh", "denied", "rate_limited",
+    )
+
+
+def test_refresh_counts_against_the_global_limit(make_service: ServiceFactory) -> None:
+    service = make_service(GLOBAL_RATE_LIMIT="2/minute")
+    assert refresh(service, "198.51.100.1").status == 200
+    assert issue(service, "198.51.100.2").status == 200
+    assert refresh(service, "198.51.100.3").status == 429
+
+
+# -- over HTTP, against the hosted server as a real process -------------------------------------
+
+
+def post(base_url: str, route: str = "token", **headers: str) -> requests.Response:
+    return requests.post(f"{base_url}/api/directline/{route}", headers=headers, timeout=TIMEOUT)
+
+
+def test_over_http_caller_over_its_limit_gets_429_with_retry_after(
+    fake: FakeDirectLine, tmp_path: Path
+) -> None:
+    with served(base_env(fake.base_url, RATE_LIMIT="3/minute"), tmp_path) as app:
+        answers = [post(app.base_url, Origin=ALLOWED) for _ in range(4)]
+        records = app.audit_records()
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429]
+    denied = answers[3]
+    assert denied.json()["error"]["code"] == "rate_limited"
+    assert WHOLE_SECONDS.fullmatch(denied.headers["Retry-After"])
+    assert 1 <= int(denied.headers["Retry-After"]) <= 60
+    assert denied.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert len(fake.requests) == 3
+    assert [(r["outcome"], r["status"], r["reason"]) for r in records] == [
+        ("issued", 200, None), ("issued", 200, None), ("issued", 200, None),
+        ("denied", 429, "rate_limited"),
+    ]
+
+
+def test_over_http_forged_forwarded_for_gives_no_fresh_allowance(fake: FakeDirectLine, tmp_path: Path) -> None:
+    """The server appends the peer address as the trusted hop, so the client's entries never count."""
+    env = base_env(fake.base_url, RATE_LIMIT="2/minute", TRUSTED_PROXY_HOPS="1")
+    with served(env, tmp_path) as app:
+        answers = [
+            post(app.base_url, **{"X-Forwarded-For": f"192.0.2.{n}, 198.51.100.{n}:443"})
+            for n in range(1, 7)
+        ]
+        records = app.audit_records()
+    assert [answer.status_code for answer in answers] == [200, 200, 429, 429, 429, 429]
+    assert len(fake.requests) == 2
+    assert {record["clientIp"] for record in records} == {"127.0.0.0"}
+
+
+def test_over_http_global_limit_caps_distinct_callers(fake: FakeDirectLine, tmp_path: Path) -> None:
+    """Five signed-in users, each under their own limit, and the global cap of three still holds."""
+    env = base_env(fake.base_url, AUTH_MODE="easyauth", GLOBAL_RATE_LIMIT="3/minute")
+    with served(env, tmp_path) as app:
+        answers = [post(app.base_url, **{"X-MS-CLIENT-PRINCIPAL-ID": f"user-{n}"}) for n in range(1, 6)]
+        records = app.audit_records()
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429, 429]
+    assert answers[3].json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(answers[3].headers["Retry-After"]) <= 60
+    assert [record["userId"] for record in records] == [f"dl_user-{n}" for n in range(1, 6)]
+    assert len(fake.requests) == 3
+
+
+def test_over_http_behind_one_more_proxy_each_forwarded_address_is_its_own_caller(
+    fake: FakeDirectLine, tmp_path: Path
+) -> None:
+    """TRUSTED_PROXY_HOPS=2: a reverse proxy's entry, then the peer address the server appends."""
+    env = base_env(fake.base_url, RATE_LIMIT="1/minute", TRUSTED_PROXY_HOPS="2")
+    with served(env, tmp_path) as app:
+        answers = [
+            post(app.base_url, **{"X-Forwarded-For": f"192.0.2.1, 198.51.100.{n}"}) for n in (1, 2, 1)
+        ]
+        records = app.audit_records()
+    assert [record["clientIp"] for record in records] == ["198.51.100.0"] * 3
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+
+
+def test_over_http_refresh_route_is_limited(fake: FakeDirectLine, tmp_path: Path) -> None:
+    with served(base_env(fake.base_url, RATE_LIMIT="1/minute"), tmp_path) as app:
+        answers = [
+            post(app.base_url, "refresh", Authorization="Bearer dl-token-to-refresh") for _ in range(2)
+        ]
+    assert [answer.status_code for answer in answers] == [200, 429]
+    assert answers[1].json()["error"]["code"] == "rate_limited"
+    assert len(fake.requests) == 1
+
+
+# -- the shared store unreachable ---------------------------------------------------------------
+
+
+class ClosingListener:
+    """A loopback port that accepts connections and closes them at once: a counter store that is
+    there but broken. Counts the connection attempts."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.05)
+        self.port: int = self._sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+
+@pytest.fixture
+def broken_store() -> Iterator[ClosingListener]:
+    listener = ClosingListener()
+    yield listener
+    listener.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def refused_redis_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"redis://:not-a-real-password-7c1@127.0.0.1:{port}/0"
+
+
+def test_unreachable_store_falls_back_to_per_process_limits(
+    make_service: ServiceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    service = make_service(RATE_LIMIT="3/minute", RATE_LIMIT_STORAGE=refused_redis_url())
+    responses = [issue(service) for _ in range(5)]
+    assert statuses(responses) == [200, 200, 200, 429, 429]
+    assert 55 <= retry_after(responses[3]) <= 60
+    assert len(storage_errors(caplog)) == 1
+    assert storage_errors(caplog)[0].levelno == logging.ERROR
+
+
+def test_storage_error_log_never_shows_the_store_password(
+    make_service: ServiceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    service = make_service(RATE_LIMIT_STORAGE=refused_redis_url())
+    issue(service)
+    assert storage_errors(caplog)
+    assert "not-a-real-password-7c1" not in caplog.text
+
+
+def test_storage_error_is_logged_at_most_once_a_minute(
+    broken_store: ClosingListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(
+        parse_many("1000/minute"), parse_many("1000/minute"),
+        f"redis://127.0.0.1:{broken_store.port}/0", clock=clock,
+    )
+    logged = []
+    for _ in range(26):  # two minutes and a bit, one request every five seconds
+        limiter.check("ip:203.0.113.7")
+        logged.append(len(storage_errors(caplog)))
+        clock.now += 5.0
+    assert logged[0] == 1
+    assert logged[11] == 1  # 55 s later: the store was tried again and again, but no new line
+    assert logged[12] == 2  # 60 s after the first line
+    assert logged[-1] == 3
+
+
+def test_store_is_tried_again_only_after_five_seconds(broken_store: ClosingListener) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(
+        parse_many("1000/minute"), parse_many("1000/minute"),
+        f"redis://127.0.0.1:{broken_store.port}/0", clock=clock,
+    )
+    limiter.check("ip:203.0.113.7")
+    attempts = wait_for_accepts(broken_store, 1)
+    for _ in range(20):
+        clock.now += 0.2  # 4 s in all: the store is left alone
+        limiter.check("ip:203.0.113.7")
+    assert broken_store.accepted == attempts
+    clock.now += 1.0
+    limiter.check("ip:203.0.113.7")
+    assert wait_for_accepts(broken_store, attempts + 1) > attempts
+
+
+def wait_for_accepts(listener: ClosingListener, at_least: int) -> int:
+    """The listener counts on its own thread; give it up to a second to catch up with the client."""
+    for _ in range(100):
+        if listener.accepted >= at_least:
+            break
+        time.sleep(0.01)
+    return listener.accepted
+
+
+def test_limits_still_hold_while_the_store_is_broken(broken_store: ClosingListener) -> None:
+    limiter = RateLimiter(
+        parse_many("2/minute"), parse_many("1000/minute"), f"redis://127.0.0.1:{broken_store.port}/0"
+    )
+    limiter.check("ip:203.0.113.7")
+    limiter.check("ip:203.0.113.7")
+    with pytest.raises(RateLimited) as denied:
+        limiter.check("ip:203.0.113.7")
+    assert denied.value.retry_after is not None
+    assert 55 <= denied.value.retry_after <= 60
+    limiter.check("ip:198.51.100.1")
