@@ -193,3 +193,13 @@ def test_dotenv_is_read_but_never_overrides_the_environment(
     settings = load_settings(dotenv_path=dotenv)
     assert settings.direct_line_secret == SECRET
     assert settings.upstream_timeout == 2.0
+
+
+def test_easyauth_on_app_service_without_its_authentication_is_refused() -> None:
+    problems = _problems(AUTH_MODE="easyauth", WEBSITE_SITE_NAME="tokens-app", WEBSITE_AUTH_ENABLED="False")
+    assert set(problems) == {"AUTH_MODE"}
+
+
+def test_easyauth_on_app_service_with_its_authentication_is_accepted() -> None:
+    env = {"DIRECT_LINE_SECRET": SECRET, "AUTH_MODE": "easyauth", "WEBSITE_SITE_NAME": "tokens-app", "WEBSITE_AUTH_ENABLED": "True"}
+    assert Settings.from_env(env).auth_mode == "easyauth"

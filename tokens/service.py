@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -244,7 +245,13 @@ def service_from_env() -> Service:
     from tokens.settings import load_settings
 
     try:
-        return build_service(load_settings())
+        settings = load_settings()
+        if settings.auth_mode == "easyauth" and not os.environ.get("WEBSITE_SITE_NAME"):
+            log.warning(
+                "AUTH_MODE is easyauth outside App Service: X-MS-CLIENT-PRINCIPAL-* headers are "
+                "believed as sent; only do this behind a proxy that sets them itself"
+            )
+        return build_service(settings)
     except SettingsError as error:
         for problem in error.problems:
             log.error("Invalid setting %s", problem)

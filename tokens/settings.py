@@ -211,6 +211,8 @@ class _Parser:
         )
         if settings.auth_mode == "jwt":
             self._check_jwt(settings)
+        if settings.auth_mode == "easyauth":
+            self._check_easyauth()
         if self.problems:
             raise SettingsError(self.problems)
         return settings
@@ -260,6 +262,17 @@ class _Parser:
             return url
         host = self.get("WEBSITE_HOSTNAME")
         return f"https://{host}/api/health" if host else None
+
+    def _check_easyauth(self) -> None:
+        # On App Service the platform says whether its authentication runs in front of the app.
+        # Without it anyone could send the principal headers and choose a user id: fail closed.
+        on_app_service = self.get("WEBSITE_SITE_NAME") is not None
+        if on_app_service and (self.get("WEBSITE_AUTH_ENABLED") or "").lower() != "true":
+            self.problem(
+                "AUTH_MODE",
+                "is easyauth, but App Service Authentication is not turned on for this app "
+                "(WEBSITE_AUTH_ENABLED is not True), so the principal headers could be forged",
+            )
 
     def _check_jwt(self, settings: Settings) -> None:
         if settings.jwt_issuer is None:
