@@ -11,8 +11,8 @@ import functools
 import inspect
 import os
 import threading
-import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import azure.functions as func
@@ -21,26 +21,33 @@ from azure.functions.decorators.function_app import Function
 from azure.functions.decorators.http import HttpTrigger
 from dotenv import load_dotenv
 
-from tokens import warmup
 from tokens.http import Request, Response
-from tokens.server import HostedRequest, HostedResponse, Route
-from tokens.service import Service, TokenService, service_from_env
 from tokens.settings import DEFAULT_WARMUP_SCHEDULE, is_ncrontab
+
+# Imported where first used, not here: the service's modules pull in PyJWT and cryptography, and
+# the hosted server's only matter to `serve`, so indexing the app at a cold start skips them (about
+# 40 ms; see benchmarks/RESULTS.md). uuid is imported lazily for the same reason (it imports
+# platform).
+if TYPE_CHECKING:
+    from tokens.server import HostedRequest, HostedResponse, Route
+    from tokens.service import Service
 
 load_dotenv(override=False)  # local runs; a real app setting always wins
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
-_service: Service | None = None
+_service: "Service | None" = None
 _service_lock = threading.Lock()
 
 
-def get_service() -> Service:
+def get_service() -> "Service":
     """One service per process, built on first use: Azure reuses it across invocations."""
     global _service  # noqa: PLW0603 - the process-wide client cache that Azure's docs recommend
     if _service is None:
         with _service_lock:
             if _service is None:
+                from tokens.service import service_from_env
+
                 _service = service_from_env()
     return _service
 
@@ -62,7 +69,7 @@ class LocalContext(func.Context):
     """The invocation context for calls that do not come from the Functions host."""
 
     def __init__(self, invocation_id: str | None = None, function_name: str = "") -> None:
-        self._invocation_id = invocation_id or str(uuid.uuid4())
+        self._invocation_id = invocation_id or _new_invocation_id()
         self._function_name = function_name
 
     @property
@@ -90,6 +97,12 @@ class LocalContext(func.Context):
         raise NotImplementedError("no retry context outside the Functions host")
 
 
+def _new_invocation_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
 # A direct call without a context (a test, a script) still gets a fresh invocation id per call.
 _NO_CONTEXT = LocalContext(invocation_id="-")
 
@@ -97,7 +110,7 @@ _NO_CONTEXT = LocalContext(invocation_id="-")
 def to_core(req: func.HttpRequest, context: func.Context) -> Request:
     invocation_id = context.invocation_id
     if context is _NO_CONTEXT:
-        invocation_id = str(uuid.uuid4())
+        invocation_id = _new_invocation_id()
     return Request.build(req.method, dict(req.headers), req.get_body(), invocation_id=invocation_id)
 
 
@@ -136,6 +149,9 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     schedule=warmup_schedule(), arg_name="timer", run_on_startup=False, use_monitor=False
 )
 def warmup_timer(timer: func.TimerRequest) -> None:
+    from tokens import warmup
+    from tokens.service import TokenService
+
     service = get_service()
     url = service.settings.warmup_url if isinstance(service, TokenService) else None
     warmup.ping(url, past_due=timer.past_due)
@@ -146,8 +162,10 @@ def warmup_timer(timer: func.TimerRequest) -> None:
 
 def _hosted(
     function: Callable[..., func.HttpResponse], name: str
-) -> Callable[[HostedRequest], HostedResponse]:
-    def handle(hosted: HostedRequest) -> HostedResponse:
+) -> "Callable[[HostedRequest], HostedResponse]":
+    from tokens.server import HostedResponse
+
+    def handle(hosted: "HostedRequest") -> HostedResponse:
         query = f"?{urlencode(hosted.query)}" if hosted.query else ""
         req = func.HttpRequest(
             method=hosted.method,
@@ -172,8 +190,10 @@ def registered_functions() -> tuple[Function, ...]:
     return tuple(app.get_functions())
 
 
-def http_routes() -> dict[str, Route]:
+def http_routes() -> "dict[str, Route]":
     """The HTTP functions as `app.get_functions()` lists them: route -> (methods, handler)."""
+    from tokens.server import Route
+
     routes: dict[str, Route] = {}
     for function in registered_functions():
         trigger = function.get_trigger()

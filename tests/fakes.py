@@ -13,6 +13,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -57,6 +58,9 @@ class FakeDirectLine:
         self.requests: list[Recorded] = []
         self.delay = delay
         self._script: deque[Behaviour] = deque()
+        # Consulted when nothing is queued: a behaviour for this request, or None to answer normally.
+        # Lets a test fault a known share of a concurrent load (see `fail_where`).
+        self.rule: Callable[[Recorded], Behaviour | None] | None = None
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
         self._stop = threading.Event()
@@ -99,6 +103,10 @@ class FakeDirectLine:
     def then_body(self, body: bytes, status: int = 200) -> None:
         self.then(Behaviour("raw", status, body=body))
 
+    def fail_where(self, rule: Callable[[Recorded], Behaviour | None]) -> None:
+        """Answer each unscripted request as `rule` says (None: normally); called from many threads."""
+        self.rule = rule
+
     @property
     def connections(self) -> int:
         """How many TCP connections clients opened to the fake."""
@@ -111,9 +119,13 @@ class FakeDirectLine:
 
     # -- serving ------------------------------------------------------------------------------
 
-    def _next(self) -> Behaviour:
+    def _next(self, recorded: Recorded | None = None) -> Behaviour:
         with self._lock:
-            return self._script.popleft() if self._script else Behaviour("ok")
+            if self._script:
+                return self._script.popleft()
+        rule = self.rule
+        chosen = rule(recorded) if rule is not None and recorded is not None else None
+        return chosen or Behaviour("ok")
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
@@ -122,9 +134,10 @@ class FakeDirectLine:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw
+        recorded = Recorded(handler.path, dict(handler.headers.items()), body)
         with self._lock:
-            self.requests.append(Recorded(handler.path, dict(handler.headers.items()), body))
-        behaviour = self._next()
+            self.requests.append(recorded)
+        behaviour = self._next(recorded)
         if self.delay:
             time.sleep(self.delay)
         if behaviour.kind == "hang":

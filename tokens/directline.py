@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -54,8 +55,14 @@ class _Retryable(Exception):
         self.error = error
 
 
-def new_session(pool_size: int = 32) -> requests.Session:
+def new_session(endpoint: str, pool_size: int = 32) -> requests.Session:
     session = requests.Session()
+    # Read proxies and the CA bundle once: with trust_env, requests re-reads the whole environment
+    # (and ~/.netrc) on every call, and a ~/.netrc entry for the host would replace our
+    # Authorization header.
+    session.trust_env = False
+    session.proxies = requests.utils.get_environ_proxies(endpoint)  # honours NO_PROXY
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     # requests' own retries would ignore our deadline, so they are off; ours are explicit.
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", adapter)
@@ -94,7 +101,7 @@ class DirectLineClient:
         self.endpoint = endpoint.rstrip("/")
         self._secret = secret
         self.timeout = timeout
-        self._session = session or new_session()
+        self._session = session or new_session(self.endpoint)
         self._clock = clock
         self._sleep = sleep
 

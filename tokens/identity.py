@@ -37,6 +37,7 @@ log = logging.getLogger("tokens.identity")
 USER_ID_RE = re.compile(r"dl_[A-Za-z0-9_-]{1,61}")
 _CLAIM_RE = re.compile(r"[A-Za-z0-9_-]{1,61}")
 _HASHED_PREFIX = "h_"
+_TOKEN68_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*", re.ASCII)
 HANDLE_AUDIENCE = "directline-token-service/user-handle"
 HANDLE_ALGORITHM = "HS256"
 MAX_CREDENTIAL_LENGTH = 8192
@@ -84,11 +85,13 @@ def clean_name(value: object) -> str | None:
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The credential of `Authorization: Bearer <credential>`, when it is made of RFC 6750's
+    token68 characters (a JWT, a Direct Line token); anything else is no credential at all."""
     scheme, _, credential = headers.get("authorization", "").strip().partition(" ")
     credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
+    if scheme.lower() != "bearer" or len(credential) > MAX_CREDENTIAL_LENGTH:
         return None
-    return credential
+    return credential if _TOKEN68_RE.fullmatch(credential) else None
 
 
 class AnonymousIdentity:

@@ -13,12 +13,14 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from limits import RateLimitItem
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, RedisStorage
+from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
+from limits.util import WindowStats
 
 from tokens.errors import RateLimited
 
@@ -26,6 +28,49 @@ log = logging.getLogger("tokens.ratelimit")
 
 GLOBAL_KEY = "all-callers"
 REDIS_TIMEOUT = 0.5  # seconds; a slow counter store must not eat the request's time budget
+
+
+class LocalMovingWindow:
+    """A moving window counted in this process, with the two methods of `limits`' strategies that
+    the limiter uses. `limits`' MemoryStorage starts a timer thread on most hits when traffic is
+    light, which costs milliseconds per request; this one needs no thread. Keys whose hits have all
+    left their window are dropped once a minute, so memory stays bounded by the active callers."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:  # limits' clock too
+        self._hits: dict[str, tuple[float, deque[float]]] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._next_sweep = 0.0
+
+    def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
+        key, window, now = item.key_for(*identifiers), item.get_expiry(), self._clock()
+        with self._lock:
+            if now >= self._next_sweep:
+                self._sweep(now)
+            hits = self._hits.setdefault(key, (window, deque()))[1]
+            while hits and hits[0] <= now - window:
+                hits.popleft()
+            if len(hits) >= item.amount:
+                return False
+            hits.append(now)
+            return True
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        now = self._clock()
+        with self._lock:
+            _, hits = self._hits.get(item.key_for(*identifiers), (0.0, deque()))
+            live = [stamp for stamp in hits if stamp > now - item.get_expiry()]
+            oldest = live[0] if live else now
+            return WindowStats(oldest + item.get_expiry(), max(0, item.amount - len(live)))
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + 60
+        for key, (window, hits) in list(self._hits.items()):
+            if not hits or hits[-1] <= now - window:
+                del self._hits[key]
+
+
+Counter = MovingWindowRateLimiter | LocalMovingWindow
 
 
 class RateLimiter:
@@ -44,7 +89,7 @@ class RateLimiter:
         self._global = tuple(global_limits)
         # Times the fallback: when to try the shared store again, when the error may be logged again.
         self._clock = clock
-        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._local = LocalMovingWindow()
         self._redis: RedisStorage | None = None
         self._shared: MovingWindowRateLimiter | None = None
         if storage_url != "memory://":
@@ -76,7 +121,7 @@ class RateLimiter:
         if self._redis is not None:
             self._redis.storage.close()
 
-    def _check_with(self, limiter: MovingWindowRateLimiter, caller_keys: Sequence[str]) -> None:
+    def _check_with(self, limiter: Counter, caller_keys: Sequence[str]) -> None:
         # The caller's own limits first, so one noisy caller's refused requests do not use up the
         # global allowance of everyone else. A caller known by several keys (an address and a user
         # id) must be within the limit on each of them.
@@ -89,7 +134,7 @@ class RateLimiter:
                 raise RateLimited(retry_after=self._retry_after(limiter, item, "global", GLOBAL_KEY))
 
     @staticmethod
-    def _retry_after(limiter: MovingWindowRateLimiter, item: RateLimitItem, *ids: str) -> int:
+    def _retry_after(limiter: Counter, item: RateLimitItem, *ids: str) -> int:
         """Whole seconds until the oldest hit in the window ages out and one request fits again."""
         reset_time = limiter.get_window_stats(item, *ids).reset_time
         # `limits` stamps its entries with time.time() (in Redis too), so the wall clock, not the

@@ -16,12 +16,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from limits import RateLimitItem, parse_many
-
 from tokens.origins import OriginPattern, parse_pattern
+
+if TYPE_CHECKING:  # `limits` is imported on first use: function_app imports this module at start-up
+    from limits import RateLimitItem
 
 DEFAULT_ENDPOINT = "https://directline.botframework.com/v3/directline"
 DEFAULT_WARMUP_SCHEDULE = "0 */5 * * * *"
@@ -181,11 +182,11 @@ class _Parser:
                 "must be a whole number of seconds from 60 to 31536000",
             ),
             rate_limit=self.optional(
-                "RATE_LIMIT", tuple(parse_many("10/minute")), _limits,
+                "RATE_LIMIT", _default_limits("10/minute"), _limits,
                 "must be in limits notation such as 10/minute, several joined with ;",
             ),
             global_rate_limit=self.optional(
-                "GLOBAL_RATE_LIMIT", tuple(parse_many("600/minute")), _limits,
+                "GLOBAL_RATE_LIMIT", _default_limits("600/minute"), _limits,
                 "must be in limits notation such as 600/minute, several joined with ;",
             ),
             rate_limit_storage=self.optional(
@@ -305,7 +306,15 @@ def _timeout(text: str) -> float | None:
     return value if math.isfinite(value) and 0 < value <= 60 else None
 
 
+def _default_limits(text: str) -> tuple[RateLimitItem, ...]:
+    from limits import parse_many
+
+    return tuple(parse_many(text))
+
+
 def _limits(text: str) -> tuple[RateLimitItem, ...] | None:
+    from limits import parse_many
+
     return tuple(parse_many(text)) or None
 
 

@@ -1,0 +1,137 @@
+"""Load generators for `serve`: wrk (Debian's /usr/bin/wrk) with a small Lua script, or a threaded
+Python one where wrk is missing. Both keep connections alive, count every error (a failed connection,
+read or write, a timeout, or any answer but 200) and stop after a bounded time."""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from benchmarks.inprocess import ORIGIN
+from benchmarks.stats import percentile
+
+LUA_SCRIPT = Path(__file__).resolve().parent / "token_post.lua"
+WRK_PREFIX = "WRK_RESULT "
+REQUEST_TIMEOUT = 10.0
+BODY = json.dumps({"userName": "Ann"}).encode()
+HEADERS = {"Content-Type": "application/json", "Origin": ORIGIN}
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    tool: str
+    concurrency: int
+    seconds: float
+    requests: int
+    errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+def wrk_path() -> str | None:
+    return shutil.which("wrk")
+
+
+def run_wrk(url: str, concurrency: int, seconds: float, wrk: str) -> LoadResult:
+    threads = min(2, concurrency)
+    command = [
+        wrk,
+        "-t",
+        str(threads),
+        "-c",
+        str(concurrency),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--timeout",
+        f"{round(REQUEST_TIMEOUT)}s",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith(WRK_PREFIX):
+            data = json.loads(line[len(WRK_PREFIX) :])
+            errors = sum(data[key] for key in ("connect", "read", "write", "status", "timeout"))
+            return LoadResult(
+                tool="wrk",
+                concurrency=concurrency,
+                seconds=data["duration_us"] / 1e6,
+                requests=data["requests"],
+                errors=errors,
+                p50_ms=data["p50_us"] / 1000,
+                p90_ms=data["p90_us"] / 1000,
+                p99_ms=data["p99_us"] / 1000,
+                max_ms=data["max_us"] / 1000,
+            )
+    raise RuntimeError(f"wrk gave no result (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+
+def run_python(
+    url: str, concurrency: int, *, seconds: float | None = None, total: int | None = None
+) -> LoadResult:
+    """`concurrency` threads, each with one kept-alive connection, until `seconds` pass or `total`
+    requests have been sent, whichever comes first (at least one of them must be given)."""
+    if seconds is None and total is None:
+        raise ValueError("give seconds, total or both")
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    issued = itertools.count()
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+    started = time.perf_counter()
+    deadline = started + (seconds if seconds is not None else 3600.0)
+
+    def worker(index: int) -> None:
+        conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
+        try:
+            while time.perf_counter() < deadline:
+                if total is not None and next(issued) >= total:
+                    return
+                sent = time.perf_counter()
+                try:
+                    conn.request("POST", parts.path, body=BODY, headers=HEADERS)
+                    response = conn.getresponse()
+                    response.read()
+                    ok = response.status == 200
+                except (OSError, http.client.HTTPException):
+                    ok = False
+                    conn.close()
+                    conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
+                latencies[index].append((time.perf_counter() - sent) * 1000)
+                errors[index] += 0 if ok else 1
+        finally:
+            conn.close()
+
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    samples = [latency for per_thread in latencies for latency in per_thread]
+    return LoadResult(
+        tool="python",
+        concurrency=concurrency,
+        seconds=elapsed,
+        requests=len(samples),
+        errors=sum(errors),
+        p50_ms=percentile(samples, 50),
+        p90_ms=percentile(samples, 90),
+        p99_ms=percentile(samples, 99),
+        max_ms=max(samples, default=float("nan")),
+    )

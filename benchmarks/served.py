@@ -1,0 +1,100 @@
+"""`python -m tokens serve` as a child process, pointed at the fake, and its resident memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from benchmarks.fake_directline import stop_process
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0
+# Inherited settings that could change what is measured; the benchmark sets its own.
+_DROPPED_PREFIXES = ("DIRECT_LINE", "AUTH_", "RATE_", "ALLOWED_", "USER_HANDLE", "TRUSTED_", "AUDIT_")
+
+
+@dataclass(frozen=True)
+class ServedApp:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/api/directline/token"
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.process.pid)
+
+    def audit_lines(self) -> int:
+        with self.log_path.open("rb") as log:
+            return sum(1 for line in log if b" tokens.audit " in line)
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process, from /proc/<pid>/status, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def child_environment(settings: Mapping[str, str]) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(_DROPPED_PREFIXES)}
+    env.update(settings)
+    return env
+
+
+@contextlib.contextmanager
+def serving(settings: Mapping[str, str], threads: int, log_path: Path) -> Iterator[ServedApp]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "tokens",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=child_environment(settings), stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        app = ServedApp(process, f"http://127.0.0.1:{port}", log_path)
+        _wait_until_up(app)
+        yield app
+    finally:
+        stop_process(process)
+
+
+def _wait_until_up(app: ServedApp) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if app.process.poll() is not None:
+            raise RuntimeError(f"serve exited early:\n{app.log_path.read_text(errors='replace')}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{app.base_url}/api/health", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"serve did not start:\n{app.log_path.read_text(errors='replace')}")
