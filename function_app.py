@@ -165,6 +165,9 @@ def _hosted(
 ) -> "Callable[[HostedRequest], HostedResponse]":
     from tokens.server import HostedResponse
 
+    # As the Functions host does: a parameter named `context` receives the invocation context.
+    takes_context = "context" in inspect.signature(function).parameters
+
     def handle(hosted: "HostedRequest") -> HostedResponse:
         query = f"?{urlencode(hosted.query)}" if hosted.query else ""
         req = func.HttpRequest(
@@ -175,7 +178,7 @@ def _hosted(
             route_params={},
             body=hosted.body,
         )
-        if "context" in inspect.signature(function).parameters:
+        if takes_context:
             answer = function(req, LocalContext(function_name=name))
         else:
             answer = function(req)

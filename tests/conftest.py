@@ -121,6 +121,19 @@ class AuditLog:
         return records[0]
 
 
+def assert_denied(
+    response: Response, status: int, code: str, fake: FakeDirectLine, audit: AuditLog
+) -> dict[str, Any]:
+    """The request was refused with this status and code, minted nothing, and left one audit record
+    saying so; returns that record for further checks."""
+    assert response.status == status
+    assert payload(response)["error"]["code"] == code
+    assert fake.requests == []
+    record = audit.only()
+    assert (record["outcome"], record["status"], record["reason"]) == ("denied", status, code)
+    return record
+
+
 @pytest.fixture
 def audit(caplog: pytest.LogCaptureFixture) -> AuditLog:
     caplog.set_level(logging.DEBUG)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AuditLog, payload, token_request
+from tests.conftest import AuditLog, assert_denied, payload, token_request
 from tests.fakes import FakeDirectLine
 from tokens.http import Request
 from tokens.service import TokenService
@@ -22,12 +22,7 @@ def _corpus(name: str) -> list[str]:
 def _assert_refused(
     service: TokenService, request: Request, status: int, code: str, fake: FakeDirectLine, audit: AuditLog
 ) -> None:
-    response = service.issue_token(request)
-    assert response.status == status
-    assert payload(response)["error"]["code"] == code
-    assert fake.requests == []
-    record = audit.only()
-    assert (record["outcome"], record["status"], record["reason"]) == ("denied", status, code)
+    assert_denied(service.issue_token(request), status, code, fake, audit)
 
 
 BAD_BODIES = [

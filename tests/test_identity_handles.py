@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.conftest import AuditLog, ServiceFactory, payload, token_request
+from tests.conftest import AuditLog, ServiceFactory, assert_denied, payload, token_request
 from tests.fakes import FakeDirectLine
 from tests.jwks_server import unsigned_token
 from tokens.http import Response
@@ -47,12 +47,7 @@ def ask(service: TokenService, handle: str | None = None) -> Response:
 
 
 def assert_refused(response: Response, fake: FakeDirectLine, audit: AuditLog, handle: str) -> None:
-    assert response.status == 401
-    assert payload(response)["error"]["code"] == "unauthorized"
-    assert fake.requests == []
-    record = audit.only()
-    assert record["outcome"] == "denied"
-    assert record["reason"] == "unauthorized"
+    record = assert_denied(response, 401, "unauthorized", fake, audit)
     assert record["userId"] is None
     assert not handle or handle not in audit.all_text
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AuditLog, ServiceFactory, payload, token_request
+from tests.conftest import AuditLog, ServiceFactory, assert_denied, payload, token_request
 from tests.fakes import FakeDirectLine
 from tests.jwks_server import IdentityProvider, hmac_token, signing_key, unsigned_token
 from tokens.http import Response
@@ -42,13 +42,7 @@ def ask(service: TokenService, token: str, body: dict[str, Any] | None = None) -
 
 
 def assert_refused(response: Response, fake: FakeDirectLine, audit: AuditLog) -> None:
-    assert response.status == 401
-    assert payload(response)["error"]["code"] == "unauthorized"
-    assert fake.requests == []
-    record = audit.only()
-    assert record["outcome"] == "denied"
-    assert record["reason"] == "unauthorized"
-    assert record["authMode"] == "jwt"
+    assert assert_denied(response, 401, "unauthorized", fake, audit)["authMode"] == "jwt"
 
 
 @pytest.fixture
