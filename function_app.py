@@ -142,12 +142,11 @@ def directline_refresh(
 
 @app.route(route="health", methods=["GET"])
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    return to_azure(get_service().health())
+    return to_azure(get_service().health(to_core(req, _NO_CONTEXT)))
 
 
-@app.timer_trigger(
-    schedule=warmup_schedule(), arg_name="timer", run_on_startup=False, use_monitor=False
-)
+# The schedule monitor (the default) is what lets the host report a past-due tick.
+@app.timer_trigger(schedule=warmup_schedule(), arg_name="timer", run_on_startup=False)
 def warmup_timer(timer: func.TimerRequest) -> None:
     from tokens import warmup
     from tokens.service import TokenService
@@ -178,10 +177,7 @@ def _hosted(
             route_params={},
             body=hosted.body,
         )
-        if takes_context:
-            answer = function(req, LocalContext(function_name=name))
-        else:
-            answer = function(req)
+        answer = function(req, LocalContext(function_name=name)) if takes_context else function(req)
         return HostedResponse(answer.status_code, list(answer.headers.items()), answer.get_body())
 
     return handle

@@ -118,3 +118,12 @@ def test_forged_principal_in_jwt_mode_does_not_override_the_token(
     token = jwt.encode(claims, HS_SECRET, algorithm="HS256")
     ask(service, {**principal_headers(VICTIM, "Victim"), "Authorization": f"Bearer {token}"})
     assert fake.requests[0].body["user"] == {"id": "dl_alice"}
+
+
+def test_ids_from_other_providers_are_qualified_by_the_provider(make_service: ServiceFactory, fake: FakeDirectLine) -> None:
+    service = make_service(AUTH_MODE="easyauth")
+    headers = {"X-MS-CLIENT-PRINCIPAL-ID": "1234567890", "X-MS-CLIENT-PRINCIPAL-IDP": "google"}
+    assert service.issue_token(token_request(headers=headers)).status == 200
+    headers["X-MS-CLIENT-PRINCIPAL-IDP"] = "facebook"
+    assert service.issue_token(token_request(headers=headers)).status == 200
+    assert [r.body["user"]["id"] for r in fake.requests] == ["dl_google_1234567890", "dl_facebook_1234567890"]

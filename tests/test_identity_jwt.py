@@ -273,6 +273,29 @@ def test_key_rotated_in_is_fetched_after_the_one_minute_limit(
     assert idp.jwks_hits == 2
 
 
+def test_cached_keys_keep_working_when_the_hourly_refresh_fails(
+    service: TokenService, idp: IdentityProvider
+) -> None:
+    now = [1000.0]
+    with_cache(service, JwksCache(idp.jwks_url, None, clock=lambda: now[0]))
+    assert ask(service, KEY.sign(claims())).status == 200
+    idp.status = 500
+    now[0] += 3601  # the refresh is due, and the identity provider is down
+    assert ask(service, KEY.sign(claims())).status == 200
+    assert idp.jwks_hits == 2
+
+
+def test_cached_keys_are_dropped_after_a_day_without_a_refresh(
+    service: TokenService, idp: IdentityProvider
+) -> None:
+    now = [1000.0]
+    with_cache(service, JwksCache(idp.jwks_url, None, clock=lambda: now[0]))
+    assert ask(service, KEY.sign(claims())).status == 200
+    idp.status = 500
+    now[0] += 86401
+    assert ask(service, KEY.sign(claims())).status == 503
+
+
 def test_hanging_key_server_is_503_within_the_fetch_timeout(
     service: TokenService, idp: IdentityProvider, fake: FakeDirectLine, audit: AuditLog
 ) -> None:

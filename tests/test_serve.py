@@ -125,3 +125,14 @@ def test_openapi_description_is_served(app: ServedApp) -> None:
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("application/yaml")
     assert response.text.startswith("openapi: 3.1.0")
+
+
+def test_health_answers_an_allowed_origin_with_cors_headers(app: ServedApp) -> None:
+    response = requests.get(f"{app.base_url}/api/health", headers={"Origin": ALLOWED}, timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+
+
+def test_cors_exposes_retry_after_to_the_page(app: ServedApp) -> None:
+    response = _post(app, "directline/token", json={}, headers={"Origin": ALLOWED})
+    assert response.headers["Access-Control-Expose-Headers"] == "Retry-After"

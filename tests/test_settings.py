@@ -203,3 +203,23 @@ def test_easyauth_on_app_service_without_its_authentication_is_refused() -> None
 def test_easyauth_on_app_service_with_its_authentication_is_accepted() -> None:
     env = {"DIRECT_LINE_SECRET": SECRET, "AUTH_MODE": "easyauth", "WEBSITE_SITE_NAME": "tokens-app", "WEBSITE_AUTH_ENABLED": "True"}
     assert Settings.from_env(env).auth_mode == "easyauth"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("RATE_LIMIT_STORAGE", "redis://localhost:abc"),
+        ("DIRECT_LINE_ENDPOINT", "http://127.0.0.1:99999/v3/directline"),
+        ("AUTH_JWKS_URL", "https://id.example:port/keys"),
+        ("WARMUP_URL", "http://localhost:-1/api/health"),
+    ],
+)
+def test_a_bad_port_is_a_setting_problem_not_a_crash_later(setting: str, value: str) -> None:
+    assert setting in _problems(**{setting: value})
+
+
+def test_a_non_ascii_secret_is_refused() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"DIRECT_LINE_SECRET": "sécret-value"})
+    assert caught.value.setting_names == ["DIRECT_LINE_SECRET"]
+    assert "sécret" not in str(caught.value)

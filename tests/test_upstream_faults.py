@@ -143,3 +143,28 @@ def test_trickling_answer_is_cut_at_the_deadline(make_service: ServiceFactory, f
     response = service.issue_token(token_request())
     assert response.status == 504
     assert time.monotonic() - started < 2.5
+
+
+def test_a_body_that_stalls_after_late_headers_ends_at_the_deadline(
+    make_service: ServiceFactory, fake: FakeDirectLine
+) -> None:
+    service = make_service(UPSTREAM_TIMEOUT="2")
+    fake.delay = 1.8  # headers arrive with little of the budget left, then the body stalls
+    fake.then_trickle(10)
+    started = time.monotonic()
+    response = service.issue_token(token_request())
+    assert response.status == 504
+    assert time.monotonic() - started < 3.0  # the deadline, not a whole second read timeout
+
+
+@pytest.mark.parametrize("value", ["²", "9" * 400, "soon", "-5", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_a_strange_retry_after_never_breaks_the_answer(
+    value: str, make_service: ServiceFactory, fake: FakeDirectLine
+) -> None:
+    service = make_service()
+    fake.then_status(429, Retry_After=value)
+    response = service.issue_token(token_request())
+    assert response.status == 503
+    assert payload(response)["error"]["code"] == "upstream_unavailable"
+    retry_after = response.all_headers().get("Retry-After")
+    assert retry_after is None or 1 <= int(retry_after) <= 60

@@ -9,27 +9,36 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokens.settings import SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from tokens.server import WsgiApp
 
 DEMO_BANNER = """
 ==========================================================================================
   DEMO MODE: tokens come from the embedded Direct Line EMULATOR with an echo bot, not Azure.
-  Nothing here talks to the Bot Framework. Open http://{host}:{port}/ to chat.
+  Nothing here talks to the Bot Framework. Open {url} to chat.
 ==========================================================================================
 """
 MAX_REQUEST_BODY = 1024 * 1024  # waitress refuses anything larger before the app sees it
 
 
+class OneLineFormatter(logging.Formatter):
+    """Every record on one line, tracebacks included, so that a log reader (or an attacker's
+    newline) can never split or forge a line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "\\r").replace("\n", " | ")
+
+
 def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        force=True,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # waitress logs every queue warning at WARNING; keep its INFO chatter out of the audit stream.
     logging.getLogger("waitress").setLevel(logging.WARNING)
 
@@ -53,45 +62,80 @@ def _is_unspecified(host: str) -> bool:
         return False
 
 
-def _demo_environment(host: str, port: int) -> None:
-    """Point the app at the embedded emulator and allow the demo page's own origins."""
-    local_host = "127.0.0.1" if _is_unspecified(host) else host
-    os.environ["DIRECT_LINE_SECRET"] = "demo-" + secrets.token_urlsafe(24)
-    os.environ["DIRECT_LINE_ENDPOINT"] = f"http://{local_host}:{port}/v3/directline"
-    page_origins = [f"http://{local_host}:{port}", f"http://localhost:{port}"]
+def _url_host(host: str) -> str:
+    """A host as it is written in a URL: IPv6 literals in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _start_demo(host: str, port: int) -> tuple[str, Callable[[], None]]:
+    """Start the Direct Line emulator on its own loopback port (so the service's calls to it never
+    wait for the service's own threads), point the app at it, and allow the demo page's origins.
+    Returns the address to open and a function that stops the emulator."""
+    from tokens.emulator import start_emulator_server
+
+    secret = "demo-" + secrets.token_urlsafe(24)
+    endpoint, stop = start_emulator_server(secret, host="127.0.0.1", port=0)
+    page_host = _url_host("127.0.0.1" if _is_unspecified(host) else host)
+    os.environ["DIRECT_LINE_SECRET"] = secret
+    os.environ["DIRECT_LINE_ENDPOINT"] = endpoint
+    page_origins = [f"http://{page_host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
     configured = os.environ.get("ALLOWED_ORIGINS", "").strip()
-    os.environ["ALLOWED_ORIGINS"] = ",".join(filter(None, [configured, *page_origins]))
+    os.environ["ALLOWED_ORIGINS"] = ",".join(dict.fromkeys(filter(None, [configured, *page_origins])))
+    if not _is_loopback(host):
+        logging.getLogger("tokens").warning(
+            "Demo mode bound to %s: the page works only when opened on this machine "
+            "(http://%s:%s/), since the emulator listens on loopback only",
+            host, page_host, port,
+        )
+    return f"http://{page_host}:{port}/", stop
 
 
 def serve(args: argparse.Namespace) -> int:
-    from waitress import serve as waitress_serve
-
-    from tokens.server import OPENAPI_FILE, OPENAPI_PATH, WEB_DIR, HostedApp, WsgiApp
+    from tokens.server import OPENAPI_FILE, OPENAPI_PATH, WEB_DIR, HostedApp
 
     configure_logging()
-    mounts: dict[str, WsgiApp] = {}
+    stop_demo: Callable[[], None] | None = None
+    page_url = ""
     if args.demo:
-        from tokens.emulator import DirectLineEmulator
-
-        _demo_environment(args.host, args.port)
-        mounts["/v3/directline"] = DirectLineEmulator(os.environ["DIRECT_LINE_SECRET"])
+        page_url, stop_demo = _start_demo(args.host, args.port)
     try:
         load_settings()
     except SettingsError as error:
         for problem in error.problems:
             logging.getLogger("tokens").error("Invalid setting %s", problem)
+        if stop_demo is not None:
+            stop_demo()
         return 1
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     function_app = importlib.import_module("function_app")
     app = HostedApp(
         routes=function_app.http_routes(),
-        mounts=mounts,
         static_dir=WEB_DIR if args.demo else None,
         extra_static={OPENAPI_PATH: OPENAPI_FILE},
     )
     if args.demo:
-        print(DEMO_BANNER.format(host=args.host, port=args.port), file=sys.stderr, flush=True)
+        print(DEMO_BANNER.format(url=page_url), file=sys.stderr, flush=True)
     logging.getLogger("tokens").info("Serving /api on http://%s:%s", args.host, args.port)
+    try:
+        _serve_forever(app, args)
+    finally:
+        if stop_demo is not None:
+            stop_demo()
+    return 0
+
+
+def _serve_forever(app: WsgiApp, args: argparse.Namespace) -> None:
+    from waitress import serve as waitress_serve
+
     waitress_serve(
         app,
         host=args.host,
@@ -103,7 +147,6 @@ def serve(args: argparse.Namespace) -> int:
         clear_untrusted_proxy_headers=False,
         _quiet=True,
     )
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,12 +76,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> int | None
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        seconds = float(value)
+    if value.isascii() and value.isdigit():
+        seconds = float(value[:9])  # anything that long is "more than a minute" anyway
     else:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return max(1, min(MAX_RETRY_AFTER, int(seconds + 0.999)))
@@ -163,6 +163,12 @@ class DirectLineClient:
                 stream=True,
                 allow_redirects=False,
             )
+        except requests.ConnectTimeout as exc:
+            if self._clock() >= deadline:
+                raise UpstreamTimeout() from exc
+            # Connecting gave up before the deadline did: like a refused connection, worth the one
+            # retry while the deadline allows.
+            raise _Retryable(_unavailable(None)) from exc
         except requests.Timeout as exc:
             raise UpstreamTimeout() from exc
         except requests.RequestException as exc:

@@ -145,8 +145,12 @@ class EasyAuthIdentity:
         principal = headers.get("x-ms-client-principal-id", "").strip()
         if not principal or len(principal) > 1024:
             raise Unauthorized("Sign in first: no App Service Authentication principal was found.")
+        # With several providers on one app, two people may share an id (numeric ids of Google and
+        # Facebook, say): qualify the id by its provider. Entra ID's object ids are unique already.
+        provider = headers.get("x-ms-client-principal-idp", "").strip().lower()
+        claim = principal if provider in ("", "aad") else f"{provider}_{principal}"
         return Caller(
-            user_id_from_claim(principal),
+            user_id_from_claim(claim),
             clean_name(headers.get("x-ms-client-principal-name")),
             verified=True,
         )
@@ -168,6 +172,7 @@ class JwksCache:
         min_interval: float = 60.0,
         retry_after_failure: float = 10.0,
         max_age: float = 3600.0,
+        max_stale_age: float = 86400.0,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -177,6 +182,7 @@ class JwksCache:
         self._min_interval = min_interval
         self._retry_after_failure = retry_after_failure
         self._max_age = max_age
+        self._max_stale_age = max_stale_age
         self._session = session or requests.Session()
         self._clock = clock
         self._lock = threading.Lock()
@@ -187,8 +193,16 @@ class JwksCache:
 
     def key_for(self, kid: str | None) -> jwt.PyJWK:
         key = self._lookup(kid)
-        if key is not None:
+        if key is not None and not self._refresh_due():
             return key
+        if key is not None:
+            # Refresh in the background of this one request; others keep the cached key meanwhile.
+            if self._lock.acquire(blocking=False):
+                try:
+                    self._refresh_quietly()
+                finally:
+                    self._lock.release()
+            return self._lookup(kid) or key
         with self._lock:
             key = self._lookup(kid)
             if key is None and self._may_fetch():
@@ -202,11 +216,24 @@ class JwksCache:
         return key
 
     def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
-        if self._fetched_at is not None and self._clock() - self._fetched_at > self._max_age:
-            return None
+        if self._fetched_at is not None and self._clock() - self._fetched_at > self._max_stale_age:
+            return None  # too old to trust even through an outage of the identity provider
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
         return self._keys.get(kid)
+
+    def _refresh_due(self) -> bool:
+        return self._fetched_at is not None and self._clock() - self._fetched_at > self._max_age
+
+    def _refresh_quietly(self) -> None:
+        """The periodic refresh: when the identity provider is down, keep the last good key set
+        (up to `max_stale_age`) rather than turning every signed-in caller away."""
+        if not self._refresh_due() or not self._may_fetch():
+            return
+        try:
+            self._fetch()
+        except UpstreamUnavailable:
+            log.warning("Keeping the cached signing keys while the identity provider is unreachable")
 
     def _may_fetch(self) -> bool:
         now = self._clock()

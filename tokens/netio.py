@@ -29,8 +29,10 @@ def read_bounded(
     chunks: list[bytes] = []
     size = 0
     while True:
-        if clock() > deadline:
+        left = deadline - clock()
+        if left <= 0:
             raise DeadlinePassed()
+        _limit_next_read(response, left)
         chunk = response.raw.read1(CHUNK, decode_content=True)
         if not chunk:
             return b"".join(chunks)
@@ -38,3 +40,11 @@ def read_bounded(
         if size > limit:
             raise AnswerTooLarge()
         chunks.append(chunk)
+
+
+def _limit_next_read(response: requests.Response, seconds: float) -> None:
+    """Shrink the socket's timeout to what is left, so one stalled read cannot outlast the deadline
+    (urllib3 sets it again for the next request on the pooled connection)."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(0.01, seconds))

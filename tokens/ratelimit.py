@@ -102,26 +102,26 @@ class RateLimiter:
         self._last_error_log = -math.inf
         self._lock = threading.Lock()
 
-    def check(self, *caller_keys: str) -> None:
+    def check(self, *caller_keys: str, pool: str = "token") -> None:
         """Count one request for this caller and for everyone; raise RateLimited when over a limit."""
         shared = self._shared if self._clock() >= self._shared_down_until else None
         if shared is not None:
             try:
-                self._check_with(shared, caller_keys)
+                self._check_with(shared, caller_keys, pool)
             except StorageError as exc:
                 self._shared_failed(exc)
             else:
                 if self._shared_failing:
                     self._shared_back()
                 return
-        self._check_with(self._local, caller_keys)
+        self._check_with(self._local, caller_keys, pool)
 
     def close(self) -> None:
         """Close the pooled connections to the shared store; a later check simply reconnects."""
         if self._redis is not None:
             self._redis.storage.close()
 
-    def _check_with(self, limiter: Counter, caller_keys: Sequence[str]) -> None:
+    def _check_with(self, limiter: Counter, caller_keys: Sequence[str], pool: str) -> None:
         # The caller's own limits first, so one noisy caller's refused requests do not use up the
         # global allowance of everyone else. A caller known by several keys (an address and a user
         # id) must be within the limit on each of them.
@@ -130,8 +130,10 @@ class RateLimiter:
                 if not limiter.hit(item, "caller", caller_key):
                     raise RateLimited(retry_after=self._retry_after(limiter, item, "caller", caller_key))
         for item in self._global:
-            if not limiter.hit(item, "global", GLOBAL_KEY):
-                raise RateLimited(retry_after=self._retry_after(limiter, item, "global", GLOBAL_KEY))
+            # Each pool (minting, refreshing) has its own global allowance, so that refreshes, which
+            # anyone with any bearer string can send, cannot use up the allowance for new tokens.
+            if not limiter.hit(item, "global", GLOBAL_KEY, pool):
+                raise RateLimited(retry_after=self._retry_after(limiter, item, "global", GLOBAL_KEY, pool))
 
     @staticmethod
     def _retry_after(limiter: Counter, item: RateLimitItem, *ids: str) -> int:

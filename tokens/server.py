@@ -60,15 +60,11 @@ class Route:
 @dataclass
 class HostedApp:
     routes: Mapping[str, Route]
-    mounts: Mapping[str, WsgiApp] = field(default_factory=dict)  # path prefix -> WSGI app
     static_dir: Path | None = None
     extra_static: Mapping[str, Path] = field(default_factory=dict)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "") or "/"
-        for prefix, mounted in self.mounts.items():
-            if path == prefix or path.startswith(prefix + "/"):
-                return mounted(environ, start_response)
         if path in self.extra_static:
             response = self._static(environ, path)
         elif path.startswith(API_PREFIX):

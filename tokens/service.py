@@ -28,7 +28,7 @@ from tokens.errors import (
 from tokens.http import Request, Response, error_response, json_response
 from tokens.identity import AnonymousIdentity, Caller, Identity, bearer_token, build_identity
 from tokens.ratelimit import RateLimiter
-from tokens.settings import Settings, SettingsError, derive_handle_key
+from tokens.settings import Problem, Settings, SettingsError, derive_handle_key
 
 log = logging.getLogger("tokens.service")
 
@@ -37,7 +37,7 @@ class Service(Protocol):
     def issue_token(self, request: Request) -> Response: ...
     def refresh_token(self, request: Request) -> Response: ...
     def preflight(self, request: Request) -> Response: ...
-    def health(self) -> Response: ...
+    def health(self, request: Request) -> Response: ...
 
 
 @dataclass
@@ -80,8 +80,12 @@ class TokenService:
             return error_response(OriginNotAllowed())
         return Response(204, None, origins.preflight_headers(origin))
 
-    def health(self) -> Response:
-        return json_response(200, {"status": "ok"})
+    def health(self, request: Request) -> Response:
+        response = json_response(200, {"status": "ok"})
+        origin = request.header("origin")
+        if origin is not None and origins.is_allowed(origin, self.settings.allowed_origins):
+            response.headers.update(origins.cors_headers(origin))
+        return response
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -108,7 +112,7 @@ class TokenService:
         token = bearer_token(request.headers)
         if token is None:
             raise Unauthorized("Send the Direct Line token to refresh as Authorization: Bearer <token>.")
-        self.limiter.check(self._client_key(request))
+        self.limiter.check(self._client_key(request), pool="refresh")
         answer = self.client.refresh(token)
         outcome.conversation_id = _text(answer.get("conversationId"))
         payload = {
@@ -200,7 +204,7 @@ class MisconfiguredService:
     def preflight(self, request: Request) -> Response:
         return error_response(Misconfigured())
 
-    def health(self) -> Response:
+    def health(self, request: Request) -> Response:
         return json_response(503, {"status": "misconfigured", "problems": self.error.setting_names})
 
     def _fail(self, event: str, request: Request) -> Response:
@@ -251,8 +255,16 @@ def service_from_env() -> Service:
                 "AUTH_MODE is easyauth outside App Service: X-MS-CLIENT-PRINCIPAL-* headers are "
                 "believed as sent; only do this behind a proxy that sets them itself"
             )
+        if settings.trusted_proxy_hops == 0:
+            log.warning(
+                "TRUSTED_PROXY_HOPS is 0: X-Forwarded-For is ignored and, where the host gives no peer "
+                "address (Azure Functions, hosted mode), every anonymous caller shares one allowance"
+            )
         return build_service(settings)
     except SettingsError as error:
         for problem in error.problems:
             log.error("Invalid setting %s", problem)
         return MisconfiguredService(error)
+    except Exception as exc:  # a value that validated but still cannot be used: fail loudly, audited
+        log.error("The service could not start with these settings: %s", type(exc).__name__)
+        return MisconfiguredService(SettingsError([Problem("STARTUP", type(exc).__name__)]))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from tokens.origins import OriginPattern, parse_pattern
 
@@ -223,8 +223,8 @@ class _Parser:
         if secret is None:
             self.problem("DIRECT_LINE_SECRET", "is required (the bot's Direct Line secret)")
             return ""
-        if any(ch.isspace() or not ch.isprintable() for ch in secret):
-            self.problem("DIRECT_LINE_SECRET", "contains white space or control characters")
+        if not secret.isascii() or any(ch.isspace() or not ch.isprintable() for ch in secret):
+            self.problem("DIRECT_LINE_SECRET", "contains white space, control or non-ASCII characters")
         return secret
 
     def _origins(self) -> tuple[OriginPattern, ...]:
@@ -257,7 +257,7 @@ class _Parser:
     def _warmup_url(self) -> str | None:
         raw = self.get("WARMUP_URL")
         if raw is not None:
-            url = _http_url(raw)
+            url = _quietly(_http_url, raw)
             if url is None:
                 self.problem("WARMUP_URL", "must be an http or https URL")
             return url
@@ -288,12 +288,19 @@ class _Parser:
         elif (
             settings.jwks_url is None
             and settings.jwt_issuer is not None
-            and _key_url(settings.jwt_issuer) is None
+            and _quietly(_key_url, settings.jwt_issuer) is None
         ):
             self.problem(
                     "AUTH_JWKS_URL",
                     "is required unless AUTH_JWT_ISSUER is an https URL to discover the keys from",
                 )
+
+
+def _quietly(convert: Callable[[str], T | None], text: str) -> T | None:
+    try:
+        return convert(text)
+    except ValueError:
+        return None
 
 
 def _int_in(text: str, low: int, high: int) -> int | None:
@@ -318,21 +325,29 @@ def _limits(text: str) -> tuple[RateLimitItem, ...] | None:
     return tuple(parse_many(text)) or None
 
 
+def _split(text: str) -> SplitResult:
+    """urlsplit, with the port read once so that a bad one (`:abc`, `:99999`) is a ValueError here,
+    reported as a setting problem, rather than at the first request."""
+    parts = urlsplit(text)
+    _ = parts.port
+    return parts
+
+
 def _storage(text: str) -> str | None:
     if text == "memory://":
         return text
-    parts = urlsplit(text)
+    parts = _split(text)
     return text if parts.scheme in ("redis", "rediss") and parts.hostname else None
 
 
 def _http_url(text: str) -> str | None:
-    parts = urlsplit(text)
+    parts = _split(text)
     return text if parts.scheme in ("http", "https") and parts.hostname else None
 
 
 def _key_url(text: str) -> str | None:
     """https anywhere; plain http only where the traffic never leaves the machine."""
-    parts = urlsplit(text)
+    parts = _split(text)
     if not parts.hostname or parts.username or parts.password:
         return None
     if parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname)):
@@ -341,7 +356,7 @@ def _key_url(text: str) -> str | None:
 
 
 def _endpoint(text: str) -> str | None:
-    parts = urlsplit(text)
+    parts = _split(text)
     host = parts.hostname
     if host is None or parts.username or parts.password or parts.query or parts.fragment:
         return None
