@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokens.settings import SettingsError, load_settings
+from tokens.settings import SettingsError, is_loopback_host, load_settings
 
 if TYPE_CHECKING:
     from tokens.server import WsgiApp
@@ -67,15 +67,6 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _start_demo(host: str, port: int) -> tuple[str, Callable[[], None]]:
     """Start the Direct Line emulator on its own loopback port (so the service's calls to it never
     wait for the service's own threads), point the app at it, and allow the demo page's origins.
@@ -90,7 +81,7 @@ def _start_demo(host: str, port: int) -> tuple[str, Callable[[], None]]:
     page_origins = [f"http://{page_host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
     configured = os.environ.get("ALLOWED_ORIGINS", "").strip()
     os.environ["ALLOWED_ORIGINS"] = ",".join(dict.fromkeys(filter(None, [configured, *page_origins])))
-    if not _is_loopback(host):
+    if not is_loopback_host(host):
         logging.getLogger("tokens").warning(
             "Demo mode bound to %s: the page works only when opened on this machine "
             "(http://%s:%s/), since the emulator listens on loopback only",
