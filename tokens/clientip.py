@@ -59,14 +59,12 @@ def client_address(forwarded_for: str | None, trusted_hops: int, peer: str | Non
     When there is no usable address the result is `unknown`: such callers share one allowance rather
     than each getting a fresh one.
     """
-    peer_address = _parse(peer) if peer else None
-    if trusted_hops == 0 or not forwarded_for:
-        return str(peer_address) if peer_address else UNKNOWN
-    entries = [entry for entry in forwarded_for.split(",") if entry.strip()]
-    if len(entries) < trusted_hops:
-        # Fewer entries than trusted front ends: the request did not come through all of them.
-        return str(peer_address) if peer_address else UNKNOWN
-    address = _parse(entries[-trusted_hops])
+    entries = [entry for entry in (forwarded_for or "").split(",") if entry.strip()]
+    # With no header to believe, or fewer entries than trusted front ends (the request did not come
+    # through all of them), only the connection itself can say who it is.
+    believed = 0 < trusted_hops <= len(entries)
+    chosen = entries[-trusted_hops] if believed else peer
+    address = _parse(chosen) if chosen else None
     return str(address) if address else UNKNOWN
 
 

@@ -30,7 +30,7 @@ import urllib3
 
 from tokens.errors import Unauthorized, UpstreamUnavailable
 from tokens.netio import AnswerTooLarge, DeadlinePassed, read_bounded
-from tokens.settings import Settings, is_loopback_host
+from tokens.settings import Settings, key_url
 
 log = logging.getLogger("tokens.identity")
 
@@ -269,7 +269,7 @@ class JwksCache:
         issuer = (self._issuer or "").rstrip("/")
         config = self._get_json(f"{issuer}/.well-known/openid-configuration")
         jwks_uri = config.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or not _is_key_url(jwks_uri):
+        if not isinstance(jwks_uri, str) or key_url(jwks_uri) is None:
             raise ValueError("the OpenID configuration has no usable jwks_uri")
         return jwks_uri
 
@@ -288,14 +288,6 @@ class JwksCache:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return data
-
-
-def _is_key_url(url: str) -> bool:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(host))
 
 
 class JwtIdentity:

@@ -165,9 +165,6 @@ class RateLimiter:
 
 def _redis_storage(url: str, namespace: str) -> RedisStorage:
     """The shared store. Settings accept only redis:// and rediss://, so Redis is the one kind."""
-    scheme = url.partition("://")[0]
-    if scheme not in ("redis", "rediss"):
-        raise ValueError("the shared rate-limit storage must be a redis:// or rediss:// URL")
     return RedisStorage(
         url,
         # Redis errors arrive as limits' StorageError, the one exception the fallback has to know.

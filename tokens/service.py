@@ -44,6 +44,7 @@ class Service(Protocol):
 class _Outcome:
     """What the audit record needs to know, filled in as the request goes along."""
 
+    client_address: str
     user_id: str | None = None
     conversation_id: str | None = None
 
@@ -81,11 +82,7 @@ class TokenService:
         return Response(204, None, origins.preflight_headers(origin))
 
     def health(self, request: Request) -> Response:
-        response = json_response(200, {"status": "ok"})
-        origin = request.header("origin")
-        if origin is not None and origins.is_allowed(origin, self.settings.allowed_origins):
-            response.headers.update(origins.cors_headers(origin))
-        return response
+        return self._with_cors(request, json_response(200, {"status": "ok"}))
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -94,7 +91,7 @@ class TokenService:
         body = parse_token_body(request.body, request.header("content-type"))
         caller = self.identity.identify(request.headers, body)
         outcome.user_id = caller.user_id
-        self.limiter.check(*self._caller_keys(request, caller))
+        self.limiter.check(*self._caller_keys(outcome.client_address, caller))
         user: dict[str, Any] = {"id": caller.user_id}
         if caller.name:
             user["name"] = caller.name
@@ -112,7 +109,7 @@ class TokenService:
         token = bearer_token(request.headers)
         if token is None:
             raise Unauthorized("Send the Direct Line token to refresh as Authorization: Bearer <token>.")
-        self.limiter.check(self._client_key(request), pool="refresh")
+        self.limiter.check(_address_key(outcome.client_address), pool="refresh")
         answer = self.client.refresh(token)
         outcome.conversation_id = _text(answer.get("conversationId"))
         payload = {
@@ -137,15 +134,12 @@ class TokenService:
             request.header("x-forwarded-for"), self.settings.trusted_proxy_hops, request.peer
         )
 
-    def _client_key(self, request: Request) -> str:
-        return "ip:" + rate_limit_network(self._client_address(request))
-
-    def _caller_keys(self, request: Request, caller: Caller) -> list[str]:
+    def _caller_keys(self, client_address: str, caller: Caller) -> list[str]:
         """A signed-in caller is counted by user id. An anonymous caller is counted by address, and
         by user id too when it sent a valid handle: handles cost nothing to collect, so they must
         not buy extra allowance from one address."""
         if isinstance(self.identity, AnonymousIdentity):
-            keys = [self._client_key(request)]
+            keys = [_address_key(client_address)]
             if caller.verified:
                 keys.append("user:" + caller.user_id)
             return keys
@@ -155,7 +149,7 @@ class TokenService:
         self, event: str, request: Request, step: Callable[[Request, _Outcome], Response]
     ) -> Response:
         started = self._clock()
-        outcome = _Outcome()
+        outcome = _Outcome(self._client_address(request))
         reason: str | None = None
         try:
             response = step(request, outcome)
@@ -167,9 +161,7 @@ class TokenService:
             log.exception("Unexpected failure in %s", event)
             reason = Misconfigured.code
             response = error_response(Misconfigured("The service failed unexpectedly."))
-        origin = request.header("origin")
-        if origin is not None and origins.is_allowed(origin, self.settings.allowed_origins):
-            response.headers.update(origins.cors_headers(origin))
+        response = self._with_cors(request, response)
         response.headers.setdefault("Vary", "Origin")
         audit.emit(
             audit.build_record(
@@ -178,13 +170,21 @@ class TokenService:
                 user_id=outcome.user_id,
                 conversation_id=outcome.conversation_id,
                 auth_mode=self.settings.auth_mode,
-                origin=origin,
-                client_ip=for_audit(self._client_address(request), self.settings.audit_client_ip),
+                origin=request.header("origin"),
+                client_ip=for_audit(outcome.client_address, self.settings.audit_client_ip),
                 reason=reason,
                 duration_ms=(self._clock() - started) * 1000,
                 invocation_id=request.invocation_id,
             )
         )
+        return response
+
+    def _with_cors(self, request: Request, response: Response) -> Response:
+        """Every response to an allowed origin carries the CORS headers, errors included, so that
+        the page can read them."""
+        origin = request.header("origin")
+        if origin is not None and origins.is_allowed(origin, self.settings.allowed_origins):
+            response.headers.update(origins.cors_headers(origin))
         return response
 
 
@@ -225,6 +225,10 @@ class MisconfiguredService:
             )
         )
         return response
+
+
+def _address_key(client_address: str) -> str:
+    return "ip:" + rate_limit_network(client_address)
 
 
 def _text(value: object) -> str | None:

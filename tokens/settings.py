@@ -139,10 +139,7 @@ class _Parser:
         raw = self.get(name)
         if raw is None:
             return default
-        try:
-            value = convert(raw)
-        except ValueError:
-            value = None
+        value = _quietly(convert, raw)
         if value is None:
             self.problem(name, expected)
             return default
@@ -166,7 +163,7 @@ class _Parser:
             jwt_issuer=self.get("AUTH_JWT_ISSUER"),
             jwt_audience=self.get("AUTH_JWT_AUDIENCE"),
             jwks_url=self.optional(
-                "AUTH_JWKS_URL", None, _key_url, "must be an https URL (or http on a loopback host)",
+                "AUTH_JWKS_URL", None, key_url, "must be an https URL (or http on a loopback host)",
             ),
             jwt_algorithms=self.optional(
                 "AUTH_JWT_ALGORITHMS", ("RS256",), _algorithms,
@@ -182,11 +179,11 @@ class _Parser:
                 "must be a whole number of seconds from 60 to 31536000",
             ),
             rate_limit=self.optional(
-                "RATE_LIMIT", _default_limits("10/minute"), _limits,
+                "RATE_LIMIT", _limits("10/minute") or (), _limits,
                 "must be in limits notation such as 10/minute, several joined with ;",
             ),
             global_rate_limit=self.optional(
-                "GLOBAL_RATE_LIMIT", _default_limits("600/minute"), _limits,
+                "GLOBAL_RATE_LIMIT", _limits("600/minute") or (), _limits,
                 "must be in limits notation such as 600/minute, several joined with ;",
             ),
             rate_limit_storage=self.optional(
@@ -288,7 +285,7 @@ class _Parser:
         elif (
             settings.jwks_url is None
             and settings.jwt_issuer is not None
-            and _quietly(_key_url, settings.jwt_issuer) is None
+            and _quietly(key_url, settings.jwt_issuer) is None
         ):
             self.problem(
                     "AUTH_JWKS_URL",
@@ -311,12 +308,6 @@ def _int_in(text: str, low: int, high: int) -> int | None:
 def _timeout(text: str) -> float | None:
     value = float(text)
     return value if math.isfinite(value) and 0 < value <= 60 else None
-
-
-def _default_limits(text: str) -> tuple[RateLimitItem, ...]:
-    from limits import parse_many
-
-    return tuple(parse_many(text))
 
 
 def _limits(text: str) -> tuple[RateLimitItem, ...] | None:
@@ -345,7 +336,7 @@ def _http_url(text: str) -> str | None:
     return text if parts.scheme in ("http", "https") and parts.hostname else None
 
 
-def _key_url(text: str) -> str | None:
+def key_url(text: str) -> str | None:
     """https anywhere; plain http only where the traffic never leaves the machine."""
     parts = _split(text)
     if not parts.hostname or parts.username or parts.password:
