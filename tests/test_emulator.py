@@ -10,7 +10,13 @@ import jwt
 import pytest
 import requests
 
-from tokens.emulator import PATH_PREFIX, DirectLineEmulator, Fault, start_emulator_server
+from tokens.emulator import (
+    PATH_PREFIX,
+    DirectLineEmulator,
+    Fault,
+    serve_in_thread,
+    start_emulator_server,
+)
 
 SECRET = "emulator-test-secret-0123456789abcdef"
 OTHER_SECRET = "another-secret-entirely-0123456789abc"
@@ -140,6 +146,18 @@ def test_stop_closes_the_port() -> None:
     base_url, stop = start_emulator_server(SECRET)
     stop()
     stop()  # a second stop is harmless
+    with pytest.raises(requests.ConnectionError):
+        requests.post(base_url + "/tokens/generate", timeout=2)
+
+
+def test_stop_closes_the_port_even_when_the_wake_up_pipe_is_gone() -> None:
+    # Once seen in CI: the pipe waitress wakes its loop with was already closed when the test
+    # stopped the server, and the stop raised EBADF instead of stopping.
+    server = serve_in_thread(DirectLineEmulator(SECRET))
+    base_url = server.url + PATH_PREFIX
+    assert requests.post(base_url + "/tokens/generate", timeout=2).status_code == 403
+    server._server.trigger.close()
+    server.stop()
     with pytest.raises(requests.ConnectionError):
         requests.post(base_url + "/tokens/generate", timeout=2)
 

@@ -58,6 +58,7 @@ bundle (`botframework-webchat/dist/webchat.js`) carries:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -619,6 +620,9 @@ def _send(response: _Response, start_response: StartResponse) -> list[bytes]:
 class RunningServer:
     """A waitress server on its own thread; `stop()` closes it and waits for its threads."""
 
+    # How long the loop may wait for network events before it looks at the stop flag again.
+    POLL_SECONDS: Final = 0.1
+
     def __init__(
         self,
         app: Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]],
@@ -640,30 +644,45 @@ class RunningServer:
         self._server = server
         self.host = host
         self.port = int(server.effective_port)
-        self._thread = threading.Thread(target=server.run, name=f"emulator:{self.port}", daemon=True)
-        self._thread.start()
+        self._stopping = threading.Event()
         self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=f"emulator:{self.port}", daemon=True)
+        self._thread.start()
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    def _run(self) -> None:
+        # waitress's own run() only ends once its socket map is empty and has no public stop, so
+        # a stop used to depend on its wake-up pipe. This loop looks at a flag between polls
+        # instead: a stop always lands within POLL_SECONDS, and every socket is closed on the
+        # thread that polls it.
+        server = self._server
+        try:
+            while not self._stopping.is_set() and server._map:
+                server.asyncore.loop(
+                    timeout=self.POLL_SECONDS,
+                    map=server._map,
+                    use_poll=server.adj.asyncore_use_poll,
+                    count=1,
+                )
+        finally:
+            for dispatcher in list(server._map.values()):
+                dispatcher.close()
+
     def stop(self, timeout: float = 5.0) -> None:
         if self._stopped:
             return
         self._stopped = True
-        server = self._server
-
-        def close_everything() -> None:
-            # Runs on the server's own loop thread, so no dispatcher is closed under its feet;
-            # the loop ends once its socket map is empty.
-            for dispatcher in list(server._map.values()):  # waitress has no public stop
-                dispatcher.close()
-
-        server.trigger.pull_trigger(close_everything)
+        self._stopping.set()
+        # Wakes the loop now rather than at its next poll. Should the wake-up pipe be gone, the
+        # loop still sees the flag within POLL_SECONDS.
+        with contextlib.suppress(OSError):
+            self._server.trigger.pull_trigger()
         self._thread.join(timeout)
-        server.task_dispatcher.shutdown(timeout=int(timeout))
+        self._server.task_dispatcher.shutdown(timeout=int(timeout))
 
 
 def serve_in_thread(
