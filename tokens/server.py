@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from tokens.body import MAX_BODY_BYTES
-from tokens.errors import MethodNotAllowed, NotFound, ServiceError
+from tokens.errors import MethodNotAllowed, Misconfigured, NotFound, ServiceError
 from tokens.http import JSON_HEADERS, error_response
 
 log = logging.getLogger("tokens.server")
@@ -86,9 +86,9 @@ class HostedApp:
             return HostedResponse(answer.status, [*answer.headers, ("Allow", allowed)], answer.body)
         try:
             return found.handler(_hosted_request(environ, method, route))
-        except Exception:  # a crash must still answer in the documented shape
+        except Exception:  # a crash must still answer in the documented shape, as the service's own do
             log.exception("Unhandled error in %s %s", method, route)
-            return _error(ServiceError())
+            return _error(Misconfigured("The service failed unexpectedly."))
 
     def _static(self, environ: dict[str, Any], path: str) -> HostedResponse:
         source = self.extra_static.get(path)

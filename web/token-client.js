@@ -154,6 +154,12 @@
       );
     }
 
+    // Direct Line always sends expires_in; should it ever not, the token's own `exp` still says.
+    function expiresAt(body) {
+      if (typeof body.expires_in === 'number') return now() + body.expires_in * 1000;
+      return jwtExpiryMs(body.token) || now();
+    }
+
     function save(conversation) {
       session.set(CONVERSATION, JSON.stringify(conversation));
       return conversation;
@@ -181,7 +187,7 @@
       return save({
         token: body.token,
         conversationId: body.conversationId,
-        expiresAt: now() + body.expires_in * 1000,
+        expiresAt: expiresAt(body),
         domain: body.domain,
         watermark: ''
       });
@@ -193,8 +199,8 @@
       return save(
         Object.assign({}, stored, {
           token: body.token,
-          conversationId: body.conversationId || stored.conversationId,
-          expiresAt: now() + body.expires_in * 1000,
+          conversationId: body.conversationId,
+          expiresAt: expiresAt(body),
           domain: body.domain || stored.domain
         })
       );
