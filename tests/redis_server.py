@@ -7,7 +7,6 @@ visible reason on a developer machine, and fail when `CI=true`, so that CI canno
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -16,8 +15,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
+
+from tests.prerequisites import missing_prerequisite
 
 REDIS_SERVER = "redis-server"
 START_TIMEOUT = 10.0
@@ -32,9 +32,7 @@ def redis_server_binary() -> str:
             "redis-server is not installed, so the tests against a real Redis cannot run; "
             "install Debian's redis-server package (apt-get install redis-server)"
         )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        missing_prerequisite(message)
     return path
 
 

@@ -13,7 +13,6 @@ that Chromium sends is checked as it arrived through the DevTools protocol.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import socket
 import threading
@@ -28,6 +27,7 @@ import jwt
 import pytest
 
 from tests.conftest import ARTIFACTS, ROOT, ServedApp, served
+from tests.prerequisites import missing_prerequisite
 
 PLAYWRIGHT_IMPORT_ERROR: ImportError | None = None
 try:
@@ -82,10 +82,6 @@ def _missing_prerequisite() -> str | None:
     if not BUNDLE.is_file():
         return f"no Web Chat bundle at {BUNDLE.relative_to(ROOT)}; run `cd web && npm ci`"
     return None
-
-
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1")
 
 
 # -- a static site on another loopback port --------------------------------------------------------
@@ -173,9 +169,7 @@ class Demo:
 def browser() -> Iterator[Browser]:
     reason = _missing_prerequisite()
     if reason is not None:
-        if _under_ci():
-            pytest.fail(f"browser tests cannot run under CI: {reason}", pytrace=False)
-        pytest.skip(f"browser tests skipped: {reason}")
+        missing_prerequisite(f"browser tests cannot run: {reason}")
     # Everything not on loopback goes to a proxy that refuses connections: no route can forget a
     # request, and Chromium itself bypasses proxies for loopback addresses.
     with socket.socket() as closed_port, sync_playwright() as playwright:
