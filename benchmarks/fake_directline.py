@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 from benchmarks.certs import CertFiles
+from benchmarks.served import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_PREFIX = "FAKE_DIRECT_LINE_PORT "
@@ -158,19 +159,6 @@ def _read_port(process: subprocess.Popen[str]) -> int:
         if line.startswith(READY_PREFIX):
             return int(line[len(READY_PREFIX) :])
     raise RuntimeError("the fake Direct Line did not start")
-
-
-def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,7 +58,7 @@ def measure_throughput(settings: Mapping[str, str], plan: Plan, work: Path, load
     if loadgen == "wrk" and wrk is None:
         raise RuntimeError("--loadgen wrk, but wrk is not installed")
     loads: list[LoadResult] = []
-    with serving(settings, plan.serve_threads, work / "serve-throughput.log") as app:
+    with serving(settings, work / "serve-throughput.log", threads=plan.serve_threads) as app:
         run_python(app.token_url, 8, seconds=1.0)  # warm-up: pools, caches, threads
         for concurrency in plan.concurrency:
             say(f"serve at concurrency {concurrency}")
@@ -73,7 +73,7 @@ def measure_throughput(settings: Mapping[str, str], plan: Plan, work: Path, load
 def measure_memory(settings: Mapping[str, str], plan: Plan, work: Path) -> MemoryResult:
     checkpoints: list[tuple[int, int]] = []
     answered = errors = 0
-    with serving(settings, plan.serve_threads, work / "serve-memory.log") as app:
+    with serving(settings, work / "serve-memory.log", threads=plan.serve_threads) as app:
         for target in plan.memory_checkpoints:
             say(f"memory: up to {target:,} requests")
             load = run_python(app.token_url, plan.memory_concurrency, total=target - answered)

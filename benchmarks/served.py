@@ -1,20 +1,21 @@
-"""`python -m tokens serve` as a child process, pointed at the fake, and its resident memory."""
+"""`python -m tokens serve` as a child process, its log and its resident memory: used by the
+benchmarks and, through `tests/conftest.py`, by the tests."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
-
-from benchmarks.fake_directline import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
@@ -39,6 +40,16 @@ class ServedApp:
         with self.log_path.open("rb") as log:
             return sum(1 for line in log if b" tokens.audit " in line)
 
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        return [
+            json.loads(line.split(" tokens.audit ", 1)[1])
+            for line in self.log_text().splitlines()
+            if " tokens.audit " in line
+        ]
+
 
 def rss_kib(pid: int) -> int:
     """VmRSS of a process, from /proc/<pid>/status, in KiB."""
@@ -62,39 +73,54 @@ def child_environment(settings: Mapping[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serving(settings: Mapping[str, str], threads: int, log_path: Path) -> Iterator[ServedApp]:
+def serving(
+    settings: Mapping[str, str],
+    log_path: Path,
+    *,
+    threads: int | None = None,
+    demo: bool = False,
+    ready_statuses: Collection[int] = (200,),
+) -> Iterator[ServedApp]:
+    """Start `serve` on a free loopback port and wait until /api/health answers one of
+    `ready_statuses`; stop it afterwards."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "tokens",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--threads",
-        str(threads),
-    ]
+    command = [sys.executable, "-m", "tokens", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    if demo:
+        command.append("--demo")
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, cwd=ROOT, env=child_environment(settings), stdout=log, stderr=subprocess.STDOUT
         )
     try:
         app = ServedApp(process, f"http://127.0.0.1:{port}", log_path)
-        _wait_until_up(app)
+        _wait_until_up(app, ready_statuses)
         yield app
     finally:
         stop_process(process)
 
 
-def _wait_until_up(app: ServedApp) -> None:
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _wait_until_up(app: ServedApp, ready_statuses: Collection[int]) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if app.process.poll() is not None:
             raise RuntimeError(f"serve exited early:\n{app.log_path.read_text(errors='replace')}")
         with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{app.base_url}/api/health", timeout=1).status_code == 200:
+            if requests.get(f"{app.base_url}/api/health", timeout=1).status_code in ready_statuses:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"serve did not start:\n{app.log_path.read_text(errors='replace')}")

@@ -4,21 +4,16 @@ hosted server (`python -m tokens serve`) started as a real process."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
+from benchmarks.served import ServedApp, serving
 from tests.fakes import SECRET, FakeDirectLine
 from tokens.http import Request, Response
 from tokens.service import TokenService, build_service
@@ -143,63 +138,15 @@ def audit(caplog: pytest.LogCaptureFixture) -> AuditLog:
 # -- the hosted server as a real process --------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class ServedApp:
-    base_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def audit_records(self) -> list[dict[str, Any]]:
-        records = []
-        for line in self.log_text().splitlines():
-            if " tokens.audit " in line:
-                records.append(json.loads(line.split(" tokens.audit ", 1)[1]))
-        return records
+_log_serial = itertools.count(1)
 
 
 @contextlib.contextmanager
 def served(
     env: Mapping[str, str], tmp_path: Path, *, demo: bool = False, name: str = "serve"
 ) -> Iterator[ServedApp]:
-    port = free_port()
-    log_path = tmp_path / f"{name}-{port}.log"
-    command = [sys.executable, "-m", "tokens", "serve", "--port", str(port)]
-    if demo:
-        command.append("--demo")
-    child_env = {key: value for key, value in os.environ.items() if not key.startswith(("DIRECT_LINE", "AUTH_", "RATE_", "ALLOWED_"))}
-    child_env.update(env)
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, cwd=ROOT, env=child_env, stdout=log_file, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(base_url, process, log_path)
-        yield ServedApp(base_url, process, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def _wait_until_up(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"serve exited early:\n{log_path.read_text(errors='replace')}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{base_url}/api/health", timeout=1).status_code in (200, 503):
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"serve did not start:\n{log_path.read_text(errors='replace')}")
+    """`python -m tokens serve` with these settings, logging into tmp_path; a misconfigured app
+    (health 503) counts as started, since some tests serve one on purpose."""
+    log_path = tmp_path / f"{name}-{next(_log_serial)}.log"
+    with serving(env, log_path, demo=demo, ready_statuses=(200, 503)) as app:
+        yield app

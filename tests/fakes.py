@@ -1,4 +1,5 @@
-"""A scriptable fake Direct Line over real HTTP on loopback, for fault injection.
+"""A scriptable fake Direct Line over real HTTP on loopback, for fault injection, and the small
+parts other fakes share: a loopback HTTP server and a clock a test moves by hand.
 
 Each test queues what the next calls should meet (a status, a hang, a reset, a huge body...); with
 nothing queued the fake answers like Direct Line does. Every request it receives is recorded.
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from benchmarks.served import free_port
 
 SECRET = "fake-directline-secret-7Qm2xZ9vRb"
 
@@ -37,6 +40,26 @@ class Behaviour:
     seconds: float = 0.0
 
 
+class FakeClock:
+    """A clock that moves only when the test says so."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -49,8 +72,29 @@ class _Server(ThreadingHTTPServer):
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, address = super().get_request()
         self.connections += 1
+        # Without it, Nagle's algorithm and delayed ACKs add ~40 ms to replies on kept-alive
+        # connections.
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn, address
+
+
+class LoopbackServer:
+    """Serves `handler` on a free 127.0.0.1 port, on a thread of its own, until `close()`."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = _Server(("127.0.0.1", 0), handler)
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    @property
+    def connections(self) -> int:
+        """How many TCP connections clients opened."""
+        return self._server.connections
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 class FakeDirectLine:
@@ -66,20 +110,13 @@ class FakeDirectLine:
         self._stop = threading.Event()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 fake._handle(self)
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
+        self._http = LoopbackServer(Handler)
+        self.port = self._http.port
         self.base_url = f"http://127.0.0.1:{self.port}/v3/directline"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
 
     # -- scripting ----------------------------------------------------------------------------
 
@@ -110,12 +147,11 @@ class FakeDirectLine:
     @property
     def connections(self) -> int:
         """How many TCP connections clients opened to the fake."""
-        return self._server.connections
+        return self._http.connections
 
     def close(self) -> None:
         self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.close()
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -203,7 +239,4 @@ class FakeDirectLine:
 
 def refused_url() -> str:
     """A loopback URL where nothing listens: connecting to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v3/directline"
+    return f"http://127.0.0.1:{free_port()}/v3/directline"

@@ -14,17 +14,18 @@ import functools
 import hashlib
 import hmac
 import json
-import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from tests.fakes import LoopbackServer, QuietHandler
 
 CONFIG_PATH = "/.well-known/openid-configuration"
 JWKS_PATH = "/jwks"
@@ -55,19 +56,6 @@ def signing_key(kid: str) -> SigningKey:
     return SigningKey(kid, rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client giving up on a hanging answer is what the hang tests are about
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, address = super().get_request()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn, address
-
-
 class IdentityProvider:
     def __init__(self) -> None:
         self.keys: list[SigningKey] = []
@@ -79,20 +67,13 @@ class IdentityProvider:
         self._stop = threading.Event()
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 provider._handle(self)
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self.issuer = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._http = LoopbackServer(Handler)
+        self.issuer = f"http://127.0.0.1:{self._http.port}"
         self.jwks_url = self.issuer + JWKS_PATH
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
 
     def publish(self, *keys: SigningKey) -> None:
         with self._lock:
@@ -104,8 +85,7 @@ class IdentityProvider:
 
     def close(self) -> None:
         self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.close()
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path.split("?", 1)[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import redis
 
+from benchmarks.served import free_port
 from tests.prerequisites import missing_prerequisite
 
 REDIS_SERVER = "redis-server"
@@ -36,20 +36,13 @@ def redis_server_binary() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class RedisServer:
     """One redis-server process; it can be stopped, started again on the same port, paused, resumed."""
 
     def __init__(self, binary: str, log_dir: Path) -> None:
         self.binary = binary
         self.log_dir = log_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 import jwt
 import pytest
 
-from tests.conftest import ARTIFACTS, ROOT, ServedApp, served
+from benchmarks.served import ServedApp
+from tests.conftest import ARTIFACTS, ROOT, served
 from tests.prerequisites import missing_prerequisite
 
 PLAYWRIGHT_IMPORT_ERROR: ImportError | None = None

@@ -22,7 +22,8 @@ from schemathesis.checks import CheckFunction, not_a_server_error
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 import function_app
-from tests.conftest import ALLOWED, ServedApp, served
+from benchmarks.served import ServedApp
+from tests.conftest import ALLOWED, served
 from tests.contract import CONFORMANCE, HTTP_METHODS, OPENAPI, AnyCase, Operation, all_operations
 from tokens.server import OPENAPI_PATH
 

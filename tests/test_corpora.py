@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ALLOWED, AuditLog, ServedApp, base_env, payload, served, token_request
+from benchmarks.served import ServedApp
+from tests.conftest import ALLOWED, AuditLog, base_env, payload, served, token_request
 from tests.fakes import SECRET, FakeDirectLine
 from tokens.service import TokenService
 

@@ -10,6 +10,7 @@ import jwt
 import pytest
 import requests
 
+from tests.fakes import FakeClock
 from tokens.emulator import (
     PATH_PREFIX,
     DirectLineEmulator,
@@ -22,17 +23,6 @@ SECRET = "emulator-test-secret-0123456789abcdef"
 OTHER_SECRET = "another-secret-entirely-0123456789abc"
 TTL = 1800
 TIMEOUT = 5
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Client:
@@ -85,7 +75,7 @@ StartedEmulator = Callable[..., tuple[DirectLineEmulator, Client]]
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ALLOWED, ServedApp, base_env, served
+from benchmarks.served import ServedApp
+from tests.conftest import ALLOWED, base_env, served
 from tests.contract import assert_conforms, load_schema
 from tests.fakes import SECRET, Behaviour, FakeDirectLine, Recorded
 

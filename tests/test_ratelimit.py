@@ -16,8 +16,9 @@ import pytest
 import requests
 from limits import parse_many
 
+from benchmarks.served import free_port
 from tests.conftest import ALLOWED, AuditLog, ServiceFactory, base_env, payload, served, token_request
-from tests.fakes import FakeDirectLine
+from tests.fakes import FakeClock, FakeDirectLine
 from tokens.errors import RateLimited
 from tokens.http import Response
 from tokens.ratelimit import RateLimiter
@@ -341,19 +342,8 @@ def broken_store() -> Iterator[ClosingListener]:
     listener.close()
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def refused_redis_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"redis://:not-a-real-password-7c1@127.0.0.1:{port}/0"
+    return f"redis://:not-a-real-password-7c1@127.0.0.1:{free_port()}/0"
 
 
 def test_unreachable_store_falls_back_to_per_process_limits(
@@ -390,7 +380,7 @@ def test_storage_error_is_logged_at_most_once_a_minute(
     for _ in range(26):  # two minutes and a bit, one request every five seconds
         limiter.check("ip:203.0.113.7")
         logged.append(len(storage_errors(caplog)))
-        clock.now += 5.0
+        clock.advance(5.0)
     assert logged[0] == 1
     assert logged[11] == 1  # 55 s later: the store was tried again and again, but no new line
     assert logged[12] == 2  # 60 s after the first line
@@ -406,10 +396,10 @@ def test_store_is_tried_again_only_after_five_seconds(broken_store: ClosingListe
     limiter.check("ip:203.0.113.7")
     attempts = wait_for_accepts(broken_store, 1)
     for _ in range(20):
-        clock.now += 0.2  # 4 s in all: the store is left alone
+        clock.advance(0.2)  # 4 s in all: the store is left alone
         limiter.check("ip:203.0.113.7")
     assert broken_store.accepted == attempts
-    clock.now += 1.0
+    clock.advance(1.0)
     limiter.check("ip:203.0.113.7")
     assert wait_for_accepts(broken_store, attempts + 1) > attempts
 

@@ -15,8 +15,9 @@ import pytest
 import requests
 from limits import parse_many
 
-from tests.conftest import ServedApp, ServiceFactory, base_env, payload, served, token_request
-from tests.fakes import FakeDirectLine
+from benchmarks.served import ServedApp
+from tests.conftest import ServiceFactory, base_env, payload, served, token_request
+from tests.fakes import FakeClock, FakeDirectLine
 from tests.redis_server import RedisServer, running_redis
 from tokens.ratelimit import RateLimiter
 from tokens.service import TokenService
@@ -162,14 +163,6 @@ def test_hung_redis_costs_a_request_at_most_the_storage_timeout(
     assert "TimeoutError" in errors[0].getMessage()
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_counting_returns_to_redis_once_it_is_back(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -182,10 +175,10 @@ def test_counting_returns_to_redis_once_it_is_back(
     redis_server.start()  # same port, empty
     client = redis_server.client()
     try:
-        clock.now += 4.0
+        clock.advance(4.0)
         limiter.check("ip:203.0.113.7")
         assert client.dbsize() == 0  # still counting locally: Redis is retried after 5 s only
-        clock.now += 1.0
+        clock.advance(1.0)
         limiter.check("ip:203.0.113.7")
         assert client.dbsize() == 2  # one key for the caller, one for everyone
         limiter.check("ip:203.0.113.7")

@@ -10,7 +10,8 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 import requests
 
-from tests.conftest import ALLOWED, ServedApp, base_env, served
+from benchmarks.served import ServedApp
+from tests.conftest import ALLOWED, base_env, served
 from tests.fakes import SECRET, FakeDirectLine
 from tokens.server import HostedApp, HostedRequest, HostedResponse, Route
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
-from tests.fakes import refused_url
+from tests.fakes import LoopbackServer, QuietHandler, refused_url
 from tokens.warmup import ping
 
 
@@ -17,10 +14,7 @@ from tokens.warmup import ping
 def health_server() -> Iterator[tuple[str, list[str]]]:
     seen: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             seen.append(self.path)
             self.send_response(200)
@@ -28,12 +22,9 @@ def health_server() -> Iterator[tuple[str, list[str]]]:
             self.end_headers()
             self.wfile.write(b"{}")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/api/health", seen
-    server.shutdown()
-    server.server_close()
+    server = LoopbackServer(Handler)
+    yield f"http://127.0.0.1:{server.port}/api/health", seen
+    server.close()
 
 
 def test_ping_gets_the_url_and_logs_status(health_server: tuple[str, list[str]], caplog: pytest.LogCaptureFixture) -> None:
