@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +100,35 @@ def test_body_over_the_limit_is_413(app: ServedApp) -> None:
     response = _post(app, "directline/token", data=b"{" + b" " * 5000 + b"}", headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def _raw_error(app: ServedApp, headers: dict[str, str]) -> tuple[int, str, str, str]:
+    """POST with these headers exactly (requests would correct framing ones); the answer's status,
+    Cache-Control, error code and message."""
+    port = int(app.base_url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.putrequest("POST", "/api/directline/token", skip_accept_encoding=True)
+    for name, value in headers.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    connection.close()
+    return response.status, response.getheader("Cache-Control") or "", body["error"]["code"], body["error"]["message"]
+
+
+def test_a_malformed_content_length_is_400_in_the_error_shape(app: ServedApp) -> None:
+    status, cache_control, code, message = _raw_error(app, {"Content-Length": "pKB"})
+    assert (status, cache_control, code) == (400, "no-store", "invalid_request")
+    assert "pKB" not in message
+
+
+def test_a_body_over_the_servers_cap_is_413_in_the_error_shape(app: ServedApp) -> None:
+    # Declared, not sent: the server refuses on the header alone, before reading any of it.
+    status, cache_control, code, _ = _raw_error(
+        app, {"Content-Type": "application/json", "Content-Length": str(2 * 1024 * 1024)}
+    )
+    assert (status, cache_control, code) == (413, "no-store", "payload_too_large")
 
 
 def test_wrong_media_type_is_415(app: ServedApp) -> None:

@@ -11,12 +11,8 @@ import secrets
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tokens.settings import SettingsError, is_loopback_host, load_settings
-
-if TYPE_CHECKING:
-    from tokens.server import WsgiApp
 
 DEMO_BANNER = """
 ==========================================================================================
@@ -91,7 +87,7 @@ def _start_demo(host: str, port: int) -> tuple[str, Callable[[], None]]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from tokens.server import OPENAPI_FILE, OPENAPI_PATH, WEB_DIR, HostedApp
+    from tokens.server import OPENAPI_FILE, OPENAPI_PATH, WEB_DIR, HostedApp, run_waitress
 
     configure_logging()
     stop_demo: Callable[[], None] | None = None
@@ -117,27 +113,11 @@ def serve(args: argparse.Namespace) -> int:
         print(DEMO_BANNER.format(url=page_url), file=sys.stderr, flush=True)
     logging.getLogger("tokens").info("Serving /api on http://%s:%s", args.host, args.port)
     try:
-        _serve_forever(app, args)
+        run_waitress(app, host=args.host, port=args.port, threads=args.threads, max_body=MAX_REQUEST_BODY)
     finally:
         if stop_demo is not None:
             stop_demo()
     return 0
-
-
-def _serve_forever(app: WsgiApp, args: argparse.Namespace) -> None:
-    from waitress import serve as waitress_serve
-
-    waitress_serve(
-        app,
-        host=args.host,
-        port=args.port,
-        threads=args.threads,
-        max_request_body_size=MAX_REQUEST_BODY,
-        ident="tokens",
-        # Keep X-Forwarded-For: TRUSTED_PROXY_HOPS, not waitress, decides which entries to believe.
-        clear_untrusted_proxy_headers=False,
-        _quiet=True,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

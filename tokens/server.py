@@ -19,7 +19,14 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from tokens.body import MAX_BODY_BYTES
-from tokens.errors import MethodNotAllowed, Misconfigured, NotFound, ServiceError
+from tokens.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    Misconfigured,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+)
 from tokens.http import JSON_HEADERS, error_response
 
 log = logging.getLogger("tokens.server")
@@ -128,6 +135,52 @@ def _hosted_request(environ: dict[str, Any], method: str, route: str) -> HostedR
     host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
     query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
     return HostedRequest(method, route, query, headers, body, f"{scheme}://{host}")
+
+
+def run_waitress(app: WsgiApp, *, host: str, port: int, threads: int, max_body: int) -> None:
+    """Serve `app` with waitress until interrupted.
+
+    waitress answers a request it cannot parse itself (a bad Content-Length, a body over
+    `max_body`, oversized headers), before the app sees it, in plain text. Those answers are
+    given in the service's JSON error shape instead, so that every client meets one shape.
+    """
+    # Imported here: only `serve` needs waitress.
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer, create_server
+    from waitress.task import ErrorTask
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self) -> None:
+            # waitress' own message can quote the request; a fixed one echoes nothing.
+            parsed: Any = self.request  # the stubs type it as the error; it is the parsed request
+            too_large = parsed.error.code == 413
+            error = PayloadTooLarge() if too_large else InvalidRequest("The HTTP request is malformed.")
+            answer = _error(error)
+            self.status = f"{answer.status} {_REASONS[answer.status]}"
+            self.response_headers = [*self.response_headers, *answer.headers]
+            self.set_close_on_finish()
+            self.content_length = len(answer.body)
+            self.write(answer.body)
+
+    class JsonErrorChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    server: Any = create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        max_request_body_size=max_body,
+        ident="tokens",
+        # Keep X-Forwarded-For: TRUSTED_PROXY_HOPS, not waitress, decides which entries to believe.
+        clear_untrusted_proxy_headers=False,
+    )
+    # One listening server, or several (a host name with IPv4 and IPv6 addresses) in one map.
+    listeners = [server] if isinstance(server, BaseWSGIServer) else list(server.map.values())
+    for listener in listeners:
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = JsonErrorChannel
+    server.run()
 
 
 def _error(error: ServiceError) -> HostedResponse:
