@@ -116,17 +116,9 @@ def serve(cert: Path, key: Path, secret: str, delay: float) -> None:
         server.server_close()
 
 
-class FakeDirectLine:
-    """The fake as a child process; `endpoint` is its Direct Line base URL."""
-
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
-        self.process = process
-        self.port = port
-        self.endpoint = f"https://127.0.0.1:{port}/v3/directline"
-
-
 @contextlib.contextmanager
-def running_fake(certs: CertFiles, secret: str, delay: float) -> Iterator[FakeDirectLine]:
+def running_fake(certs: CertFiles, secret: str, delay_ms: float) -> Iterator[str]:
+    """The fake as a child process; yields its Direct Line base URL."""
     command = [
         sys.executable,
         "-m",
@@ -136,15 +128,14 @@ def running_fake(certs: CertFiles, secret: str, delay: float) -> Iterator[FakeDi
         "--key",
         str(certs.key),
         "--delay-ms",
-        str(delay * 1000),
+        str(delay_ms),
     ]
     env = {**os.environ, "FAKE_DIRECT_LINE_SECRET": secret}
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     try:
-        port = _read_port(process)
-        yield FakeDirectLine(process, port)
+        yield f"https://127.0.0.1:{_read_port(process)}/v3/directline"
     finally:
         stop_process(process)
 

@@ -39,7 +39,6 @@ Call = Callable[[], bool]
 
 @dataclass(frozen=True)
 class OverheadResult:
-    delay_ms: float
     app: Latencies
     naive: Latencies
     floor: Latencies
@@ -177,7 +176,7 @@ def time_calls(
 
 
 def measure_overhead(
-    endpoint: str, secret: str, *, ca_file: Path, delay_ms: float, samples: int, log_dir: Path
+    endpoint: str, secret: str, *, ca_file: Path, samples: int, log_dir: Path
 ) -> OverheadResult:
     raw = RawClient(endpoint, secret, ca_file)
     with audit_to_file(log_dir / "inprocess-audit.log"), requests.Session() as session:
@@ -193,7 +192,7 @@ def measure_overhead(
             )
         finally:
             raw.close()
-    return OverheadResult(delay_ms, results["app"], results["naive"], results["floor"], results["raw"])
+    return OverheadResult(results["app"], results["naive"], results["floor"], results["raw"])
 
 
 def profile_app(samples: int, log_dir: Path, output: Path) -> None:

@@ -189,7 +189,7 @@ def _memory(results: Results) -> list[str]:
         SECTION_MEMORY,
         "",
         f"VmRSS of a fresh `serve` process (from `/proc/<pid>/status`) after each number of token "
-        f"requests, sent by the {memory.tool} load generator at concurrency {memory.concurrency}.",
+        f"requests, sent by the Python load generator at concurrency {memory.concurrency}.",
         "",
         "| requests answered | VmRSS MiB | change from the first |",
         "| ---: | ---: | ---: |",

@@ -60,7 +60,6 @@ class MemoryResult:
     checkpoints: tuple[tuple[int, int], ...]  # (requests answered so far, VmRSS in KiB)
     errors: int
     audit_lines: int
-    tool: str
 
     @property
     def growth(self) -> float:
@@ -88,3 +87,14 @@ class Results:
     cold_start: ColdStartResult
     memory: MemoryResult
     profile_text: str
+
+    @property
+    def errors(self) -> int:
+        """Failed calls across every measurement."""
+        overhead = self.overhead
+        return (
+            sum(calls.errors for calls in (overhead.app, overhead.naive, overhead.floor, overhead.raw))
+            + sum(load.errors for load in self.throughput.loads)
+            + self.cold_start.errors
+            + self.memory.errors
+        )
