@@ -21,7 +21,14 @@ from tokens.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+DATA = ROOT / "tests" / "data"
 ALLOWED = "https://www.contoso.com"
+
+
+def corpus_lines(name: str) -> list[str]:
+    """The cases of a one-per-line corpus in tests/data, without blank lines and # comments."""
+    lines = (DATA / name).read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("#")]
 
 
 def base_env(endpoint: str, **overrides: str) -> dict[str, str]:

@@ -33,7 +33,7 @@ class Recorded:
 
 @dataclass
 class Behaviour:
-    kind: str  # "ok", "status", "hang", "reset", "raw"
+    kind: str  # "ok", "status", "hang", "trickle", "reset", "raw"
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
@@ -98,9 +98,9 @@ class LoopbackServer:
 
 
 class FakeDirectLine:
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self) -> None:
         self.requests: list[Recorded] = []
-        self.delay = delay
+        self.delay = 0.0  # seconds before every answer
         self._script: deque[Behaviour] = deque()
         # Consulted when nothing is queued: a behaviour for this request, or None to answer normally.
         # Lets a test fault a known share of a concurrent load (see `fail_where`).
@@ -155,12 +155,12 @@ class FakeDirectLine:
 
     # -- serving ------------------------------------------------------------------------------
 
-    def _next(self, recorded: Recorded | None = None) -> Behaviour:
+    def _next(self, recorded: Recorded) -> Behaviour:
         with self._lock:
             if self._script:
                 return self._script.popleft()
         rule = self.rule
-        chosen = rule(recorded) if rule is not None and recorded is not None else None
+        chosen = rule(recorded) if rule is not None else None
         return chosen or Behaviour("ok")
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
@@ -187,12 +187,12 @@ class FakeDirectLine:
             self._reset(handler)
             return
         if behaviour.kind == "ok":
-            self._send(handler, 200, {}, json.dumps(self._token_answer(handler.path)).encode())
+            self._send(handler, 200, {}, json.dumps(self._token_answer()).encode())
             return
         payload = behaviour.body
         self._send(handler, behaviour.status, behaviour.headers, payload)
 
-    def _token_answer(self, path: str) -> dict[str, Any]:
+    def _token_answer(self) -> dict[str, Any]:
         n = next(self._counter)
         return {
             "conversationId": f"conv-{n}",
@@ -212,7 +212,7 @@ class FakeDirectLine:
         handler.wfile.write(body)
 
     def _trickle(self, handler: BaseHTTPRequestHandler, seconds_per_byte: float) -> None:
-        body = json.dumps(self._token_answer(handler.path)).encode()
+        body = json.dumps(self._token_answer()).encode()
         handler.send_response(200)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(body)))

@@ -87,10 +87,6 @@ class RedisServer:
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
 
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
     def _wait_for_ping(self, log_path: Path) -> None:
         assert self.process is not None
         client = self.client()

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import AuditLog, assert_denied, payload, token_request
+from tests.conftest import AuditLog, assert_denied, corpus_lines, payload, token_request
 from tests.fakes import FakeDirectLine
 from tokens.http import Request
 from tokens.service import TokenService
-
-DATA = Path(__file__).parent / "data"
-
-
-def _corpus(name: str) -> list[str]:
-    lines = (DATA / name).read_text(encoding="utf-8").splitlines()
-    return [line for line in lines if line.strip() and not line.startswith("#")]
 
 
 def _assert_refused(
@@ -80,7 +71,7 @@ def test_json_media_type_with_utf8_charset_is_accepted(service: TokenService) ->
     assert service.issue_token(request).status == 200
 
 
-@pytest.mark.parametrize("origin", _corpus("bad_origins.txt"))
+@pytest.mark.parametrize("origin", corpus_lines("bad_origins.txt"))
 def test_disallowed_or_look_alike_origin_is_403_and_mints_nothing(
     origin: str, service: TokenService, fake: FakeDirectLine, audit: AuditLog
 ) -> None:

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection
 import function_app
 from benchmarks.served import ServedApp
 from tests.conftest import ALLOWED, served
-from tests.contract import CONFORMANCE, HTTP_METHODS, OPENAPI, AnyCase, Operation, all_operations
+from tests.contract import CONFORMANCE, HTTP_METHODS, OPENAPI, AnyCase, Operation, all_operations, load_schema
 from tokens.server import OPENAPI_PATH
 
 # Per operation and generation mode: a few seconds in all. FUZZ_EXAMPLES=2000 searches harder.
@@ -38,10 +38,10 @@ CHECKS: list[CheckFunction] = [not_a_server_error, *CONFORMANCE]
 # Besides what schemathesis generates for `Origin`: none, allowed exactly, allowed by the wildcard.
 ORIGINS: list[str | None] = ["generated", None, ALLOWED, "https://chat.contoso.com"]
 
-schema = schemathesis.openapi.from_path(OPENAPI)
+schema = load_schema()
 OPERATIONS = all_operations(schema)
 
-boundaries = schemathesis.openapi.from_path(OPENAPI)
+boundaries = load_schema()
 boundaries.config.phases.update(phases=["examples", "coverage"])
 boundaries.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], deterministic=True, database="none"

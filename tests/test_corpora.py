@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from benchmarks.served import ServedApp
-from tests.conftest import ALLOWED, AuditLog, base_env, payload, served, token_request
+from tests.conftest import ALLOWED, DATA, AuditLog, base_env, corpus_lines, payload, served, token_request
 from tests.fakes import SECRET, FakeDirectLine
 from tokens.service import TokenService
 
-DATA = Path(__file__).parent / "data"
 TOKEN_ROUTE = "/api/directline/token"
-
-
-def _lines(name: str) -> list[str]:
-    lines = (DATA / name).read_text(encoding="utf-8").splitlines()
-    return [line for line in lines if line.strip() and not line.startswith("#")]
 
 
 def _cases(name: str, *, served_only: bool = False) -> list[Any]:
@@ -109,7 +102,7 @@ def test_hostile_user_name_gets_its_spec_status(
     _assert_audited(audit.only(), case)
 
 
-@pytest.mark.parametrize("origin", _lines("good_origins.txt"))
+@pytest.mark.parametrize("origin", corpus_lines("good_origins.txt"))
 def test_allowed_origin_in_any_case_is_served_and_echoed(
     origin: str, service: TokenService, fake: FakeDirectLine
 ) -> None:
@@ -166,7 +159,7 @@ def test_hostile_user_name_gets_its_spec_status_through_the_server(
         assert len(upstream.requests) == before
 
 
-@pytest.mark.parametrize("origin", [line for line in _lines("bad_origins.txt") if line == line.strip()])
+@pytest.mark.parametrize("origin", [line for line in corpus_lines("bad_origins.txt") if line == line.strip()])
 def test_bad_origin_is_403_through_the_server(origin: str, app: ServedApp, upstream: FakeDirectLine) -> None:
     """Sent as its UTF-8 bytes, as a client that ignores the header rules would."""
     before = len(upstream.requests)
@@ -177,7 +170,7 @@ def test_bad_origin_is_403_through_the_server(origin: str, app: ServedApp, upstr
     assert len(upstream.requests) == before
 
 
-@pytest.mark.parametrize("origin", _lines("good_origins.txt"))
+@pytest.mark.parametrize("origin", corpus_lines("good_origins.txt"))
 def test_allowed_origin_in_any_case_is_served_through_the_server(origin: str, app: ServedApp) -> None:
     response = _post(app, b"", None, origin)
     assert response.status_code == 200

@@ -134,6 +134,7 @@ def test_a_body_over_the_servers_cap_is_413_in_the_error_shape(app: ServedApp) -
 def test_wrong_media_type_is_415(app: ServedApp) -> None:
     response = _post(app, "directline/token", data=b"userName=Ann", headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
 
 
 def test_audit_lines_go_to_stderr_one_per_post_without_secrets(app: ServedApp) -> None:
