@@ -48,18 +48,11 @@ class OverheadResult:
 def app_token_call() -> Call:
     """One call of the app's token function, exactly as registered with Azure Functions."""
     import azure.functions as func
-    from azure.functions.decorators.http import HttpTrigger
 
     import function_app
 
-    handler: Callable[..., Any] | None = None
-    for function in function_app.registered_functions():
-        trigger = function.get_trigger()
-        if isinstance(trigger, HttpTrigger) and trigger.route == "directline/token":
-            handler = function.get_user_function()
-    if handler is None:
-        raise RuntimeError("function_app registers no directline/token function")
-    user_function = handler
+    functions = {function.get_function_name(): function for function in function_app.registered_functions()}
+    user_function: Callable[..., Any] = functions["directline_token"].get_user_function()
 
     def call() -> bool:
         request = func.HttpRequest(

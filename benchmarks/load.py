@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks.inprocess import ORIGIN
+from benchmarks.inprocess import ORIGIN, TOKEN_BODY
 from benchmarks.stats import percentile
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "token_post.lua"
 WRK_PREFIX = "WRK_RESULT "
 REQUEST_TIMEOUT = 10.0
-BODY = json.dumps({"userName": "Ann"}).encode()
 HEADERS = {"Content-Type": "application/json", "Origin": ORIGIN}
 
 
@@ -96,6 +95,8 @@ def run_python(
     started = time.perf_counter()
     deadline = started + (seconds if seconds is not None else 3600.0)
 
+    crashes: list[Exception] = []
+
     def worker(index: int) -> None:
         conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
         try:
@@ -104,7 +105,7 @@ def run_python(
                     return
                 sent = time.perf_counter()
                 try:
-                    conn.request("POST", parts.path, body=BODY, headers=HEADERS)
+                    conn.request("POST", parts.path, body=TOKEN_BODY, headers=HEADERS)
                     response = conn.getresponse()
                     response.read()
                     ok = response.status == 200
@@ -114,6 +115,8 @@ def run_python(
                     conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
                 latencies[index].append((time.perf_counter() - sent) * 1000)
                 errors[index] += 0 if ok else 1
+        except Exception as exc:  # a bug here must fail the run, not quietly thin out the load
+            crashes.append(exc)
         finally:
             conn.close()
 
@@ -122,6 +125,8 @@ def run_python(
         thread.start()
     for thread in workers:
         thread.join()
+    if crashes:
+        raise RuntimeError("the Python load generator failed") from crashes[0]
     elapsed = time.perf_counter() - started
     samples = [latency for per_thread in latencies for latency in per_thread]
     return LoadResult(
