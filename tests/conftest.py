@@ -142,6 +142,18 @@ def audit(caplog: pytest.LogCaptureFixture) -> AuditLog:
     return AuditLog(caplog)
 
 
+STORAGE_ERROR = "Rate-limit storage unreachable"
+
+
+def storage_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The rate limiter's lines saying that its shared store could not be reached."""
+    return [
+        record
+        for record in caplog.records
+        if record.name == "tokens.ratelimit" and record.getMessage().startswith(STORAGE_ERROR)
+    ]
+
+
 # -- the hosted server as a real process --------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from azure.functions.timer import TimerRequest
 
 import function_app
 from tests.conftest import ROOT, base_env
-from tests.fakes import FakeDirectLine
+from tests.fakes import FakeDirectLine, refused_url
 from tokens.settings import is_ncrontab
 
 FUNCTIONS = {function.get_function_name(): function for function in function_app.registered_functions()}
@@ -143,7 +143,7 @@ def test_health_names_the_broken_settings_only(monkeypatch: pytest.MonkeyPatch, 
 def test_timer_pings_the_warmup_url_and_never_raises(
     configured: FakeDirectLine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("WARMUP_URL", "http://127.0.0.1:9/api/health")  # nothing listens there
+    monkeypatch.setenv("WARMUP_URL", refused_url() + "/health")
     function_app.reset_service()
     timer = TimerRequest(past_due=True)
     FUNCTIONS["warmup_timer"].get_user_function()(timer)

@@ -53,11 +53,20 @@ def idp() -> Iterator[IdentityProvider]:
     provider.close()
 
 
+def jwt_settings(idp: IdentityProvider, **extra: str) -> dict[str, str]:
+    """`jwt` mode against the test's identity provider, with any further settings."""
+    return {
+        "AUTH_MODE": "jwt",
+        "AUTH_JWT_ISSUER": ISSUER,
+        "AUTH_JWT_AUDIENCE": AUDIENCE,
+        "AUTH_JWKS_URL": idp.jwks_url,
+        **extra,
+    }
+
+
 @pytest.fixture
 def service(make_service: ServiceFactory, idp: IdentityProvider) -> TokenService:
-    return make_service(
-        AUTH_MODE="jwt", AUTH_JWT_ISSUER=ISSUER, AUTH_JWT_AUDIENCE=AUDIENCE, AUTH_JWKS_URL=idp.jwks_url
-    )
+    return make_service(**jwt_settings(idp))
 
 
 def with_cache(service: TokenService, cache: JwksCache) -> TokenService:
@@ -108,10 +117,7 @@ def test_name_comes_from_the_token_not_the_body(service: TokenService, fake: Fak
 def test_name_claim_setting_picks_the_name_sent_to_direct_line(
     make_service: ServiceFactory, idp: IdentityProvider, fake: FakeDirectLine
 ) -> None:
-    service = make_service(
-        AUTH_MODE="jwt", AUTH_JWT_ISSUER=ISSUER, AUTH_JWT_AUDIENCE=AUDIENCE, AUTH_JWKS_URL=idp.jwks_url,
-        AUTH_NAME_CLAIM="preferred_username",
-    )
+    service = make_service(**jwt_settings(idp, AUTH_NAME_CLAIM="preferred_username"))
     ask(service, KEY.sign(claims(preferred_username="ann@contoso.com")))
     assert fake.requests[0].body["user"]["name"] == "ann@contoso.com"
 
@@ -124,10 +130,7 @@ def test_token_without_a_name_sends_no_name(service: TokenService, fake: FakeDir
 def test_user_claim_setting_picks_the_claim_bound_as_user_id(
     make_service: ServiceFactory, idp: IdentityProvider, fake: FakeDirectLine
 ) -> None:
-    service = make_service(
-        AUTH_MODE="jwt", AUTH_JWT_ISSUER=ISSUER, AUTH_JWT_AUDIENCE=AUDIENCE, AUTH_JWKS_URL=idp.jwks_url,
-        AUTH_USER_CLAIM="oid",
-    )
+    service = make_service(**jwt_settings(idp, AUTH_USER_CLAIM="oid"))
     oid = "6c9a1f0e-33d1-4c55-9b1e-0d8d7c2f4a11"
     ask(service, KEY.sign(claims(oid=oid)))
     assert fake.requests[0].body["user"]["id"] == f"dl_{oid}"
@@ -171,10 +174,7 @@ def test_every_derived_id_fits_direct_line(claim: str) -> None:
 
 
 def test_numeric_user_claim_is_used_as_text(make_service: ServiceFactory, idp: IdentityProvider) -> None:
-    service = make_service(
-        AUTH_MODE="jwt", AUTH_JWT_ISSUER=ISSUER, AUTH_JWT_AUDIENCE=AUDIENCE, AUTH_JWKS_URL=idp.jwks_url,
-        AUTH_USER_CLAIM="uid",
-    )
+    service = make_service(**jwt_settings(idp, AUTH_USER_CLAIM="uid"))
     assert payload(ask(service, KEY.sign(claims(uid=12345))))["userId"] == "dl_12345"
 
 
@@ -332,9 +332,7 @@ def test_key_server_error_status_is_503(service: TokenService, idp: IdentityProv
 def test_key_server_that_refuses_connections_is_503(make_service: ServiceFactory) -> None:
     idp = IdentityProvider()
     idp.close()
-    service = make_service(
-        AUTH_MODE="jwt", AUTH_JWT_ISSUER=ISSUER, AUTH_JWT_AUDIENCE=AUDIENCE, AUTH_JWKS_URL=idp.jwks_url
-    )
+    service = make_service(**jwt_settings(idp))
     assert ask(service, KEY.sign(claims())).status == 503
 
 

@@ -17,7 +17,16 @@ import requests
 from limits import parse_many
 
 from benchmarks.served import free_port
-from tests.conftest import ALLOWED, AuditLog, ServiceFactory, base_env, payload, served, token_request
+from tests.conftest import (
+    ALLOWED,
+    AuditLog,
+    ServiceFactory,
+    base_env,
+    payload,
+    served,
+    storage_errors,
+    token_request,
+)
 from tests.fakes import FakeClock, FakeDirectLine
 from tokens.errors import RateLimited
 from tokens.http import Response
@@ -26,7 +35,6 @@ from tokens.service import TokenService
 
 TIMEOUT = 5
 WHOLE_SECONDS = re.compile(r"[1-9][0-9]*")
-STORAGE_ERROR = "Rate-limit storage unreachable"
 
 
 def issue(service: TokenService, address: str = "203.0.113.7", **headers: str) -> Response:
@@ -42,14 +50,6 @@ def retry_after(response: Response) -> int:
     value = response.all_headers()["Retry-After"]
     assert WHOLE_SECONDS.fullmatch(value), value
     return int(value)
-
-
-def storage_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [
-        record
-        for record in caplog.records
-        if record.name == "tokens.ratelimit" and record.getMessage().startswith(STORAGE_ERROR)
-    ]
 
 
 # -- per caller, through the service ------------------------------------------------------------

@@ -16,7 +16,15 @@ import requests
 from limits import parse_many
 
 from benchmarks.served import ServedApp
-from tests.conftest import ServiceFactory, base_env, payload, served, token_request
+from tests.conftest import (
+    STORAGE_ERROR,
+    ServiceFactory,
+    base_env,
+    payload,
+    served,
+    storage_errors,
+    token_request,
+)
 from tests.fakes import FakeClock, FakeDirectLine
 from tests.redis_server import RedisServer, running_redis
 from tokens.ratelimit import RateLimiter
@@ -25,7 +33,6 @@ from tokens.service import TokenService
 pytestmark = pytest.mark.redis
 
 TIMEOUT = 5
-STORAGE_ERROR = "Rate-limit storage unreachable"
 
 
 @pytest.fixture
@@ -35,18 +42,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def shared_service(make_service: ServiceFactory, redis_server: RedisServer) -> Iterator[ServiceFactory]:
-    """Services in this process that count in the test's Redis; their Redis connections are closed."""
-    built: list[TokenService] = []
+def shared_service(make_service: ServiceFactory, redis_server: RedisServer) -> ServiceFactory:
+    """Services in this process that count in the test's Redis (make_service closes them)."""
 
     def factory(**overrides: str) -> TokenService:
-        service = make_service(RATE_LIMIT_STORAGE=redis_server.url, **overrides)
-        built.append(service)
-        return service
+        return make_service(RATE_LIMIT_STORAGE=redis_server.url, **overrides)
 
-    yield factory
-    for service in built:
-        service.limiter.close()
+    return factory
 
 
 @contextlib.contextmanager
@@ -158,7 +160,7 @@ def test_hung_redis_costs_a_request_at_most_the_storage_timeout(
     then_wait = time.monotonic() - started
     assert first_wait < 2.0
     assert then_wait < 0.5  # the store is left alone for a few seconds after it failed
-    errors = [record for record in caplog.records if record.getMessage().startswith(STORAGE_ERROR)]
+    errors = storage_errors(caplog)
     assert len(errors) == 1
     assert "TimeoutError" in errors[0].getMessage()
 

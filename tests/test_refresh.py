@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ALLOWED, AuditLog, payload, token_request
+from tests.conftest import ALLOWED, AuditLog, assert_denied, payload, token_request
 from tests.fakes import SECRET, FakeDirectLine
 from tokens.http import Response
 from tokens.service import TokenService
@@ -50,17 +50,17 @@ def test_expired_or_unknown_token_is_401_token_expired(
     assert payload(response)["error"]["code"] == "token_expired"
 
 
-def test_missing_authorization_is_401_unauthorized(service: TokenService, fake: FakeDirectLine) -> None:
-    response = refresh(service, None)
-    assert response.status == 401
-    assert payload(response)["error"]["code"] == "unauthorized"
-    assert fake.requests == []
+def test_missing_authorization_is_401_unauthorized(
+    service: TokenService, fake: FakeDirectLine, audit: AuditLog
+) -> None:
+    assert_denied(refresh(service, None), 401, "unauthorized", fake, audit)
 
 
-def test_non_bearer_authorization_is_401_unauthorized(service: TokenService, fake: FakeDirectLine) -> None:
+def test_non_bearer_authorization_is_401_unauthorized(
+    service: TokenService, fake: FakeDirectLine, audit: AuditLog
+) -> None:
     response = service.refresh_token(token_request(headers={"Authorization": f"Basic {CALLER_TOKEN}"}))
-    assert response.status == 401
-    assert fake.requests == []
+    assert_denied(response, 401, "unauthorized", fake, audit)
 
 
 def test_refresh_writes_one_audit_record_with_the_conversation(
@@ -89,11 +89,7 @@ def test_expired_refresh_is_audited_as_denied(
 def test_refresh_from_a_disallowed_origin_is_403(
     service: TokenService, fake: FakeDirectLine, audit: AuditLog
 ) -> None:
-    response = refresh(service, origin="https://evil.example")
-    assert response.status == 403
-    assert payload(response)["error"]["code"] == "origin_not_allowed"
-    assert fake.requests == []
-    assert audit.only()["reason"] == "origin_not_allowed"
+    assert_denied(refresh(service, origin="https://evil.example"), 403, "origin_not_allowed", fake, audit)
 
 
 def test_refresh_from_an_allowed_origin_carries_cors_headers(service: TokenService) -> None:
