@@ -68,7 +68,7 @@ def test_handle_from_the_default_derived_key_round_trips(make_service: ServiceFa
     assert payload(ask(service, first["userHandle"]))["userId"] == first["userId"]
 
 
-def test_returning_caller_gets_a_fresh_handle_for_the_same_id(service: TokenService) -> None:
+def test_returning_caller_gets_a_handle_for_the_same_id(service: TokenService) -> None:
     first = payload(ask(service))
     second = payload(ask(service, first["userHandle"]))
     claims = jwt.decode(second["userHandle"], HANDLE_KEY, algorithms=["HS256"], audience=HANDLE_AUDIENCE)

@@ -145,8 +145,8 @@ def test_wildcard_matches_one_label_and_never_two_or_none(label: str, second: st
 @PROPERTY
 @given(origin_candidates)
 def test_an_allowed_origins_entry_is_ascii_and_never_widens_to_a_look_alike(text: str) -> None:
-    """Whatever an operator writes, a pattern that parses matches its own origin and nothing else
-    the origin parser would read differently."""
+    """Whatever an operator writes, a pattern that parses is ASCII throughout, so no Unicode
+    look-alike (a letter that lower-cases or normalises to ASCII) can slip into it."""
     pattern = parse_pattern(text)
     if pattern is not None:
         assert text.strip().isascii()

@@ -137,7 +137,7 @@ def test_wrong_media_type_is_415(app: ServedApp) -> None:
     assert response.json()["error"]["code"] == "unsupported_media_type"
 
 
-def test_audit_lines_go_to_stderr_one_per_post_without_secrets(app: ServedApp) -> None:
+def test_audit_lines_are_logged_one_per_post_without_secrets(app: ServedApp) -> None:
     before = len(app.audit_records())
     response = _post(app, "directline/token", json={})
     token = response.json()["token"]
