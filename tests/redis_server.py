@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from benchmarks.served import free_port
+from benchmarks.served import free_port, stop_process
 from tests.prerequisites import missing_prerequisite
 
 REDIS_SERVER = "redis-server"
@@ -75,12 +75,7 @@ class RedisServer:
             return
         if process.poll() is None:
             process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
-            process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
+        stop_process(process, STOP_TIMEOUT)
 
     def pause(self) -> None:
         """Freeze the server: connections are accepted by the kernel but nothing is ever answered."""

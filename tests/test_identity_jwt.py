@@ -259,12 +259,18 @@ def test_unknown_kid_sent_100_times_fetches_the_key_set_at_most_once(
     assert fake.requests == []
 
 
-def test_key_rotated_in_is_fetched_after_the_one_minute_limit(
-    service: TokenService, idp: IdentityProvider
-) -> None:
+def cache_on_a_test_clock(service: TokenService, idp: IdentityProvider) -> FakeClock:
+    """Give the service a key cache on a clock the test moves, with the key set fetched once."""
     clock = FakeClock()
     with_cache(service, JwksCache(idp.jwks_url, None, clock=clock))
     assert ask(service, KEY.sign(claims())).status == 200
+    return clock
+
+
+def test_key_rotated_in_is_fetched_after_the_one_minute_limit(
+    service: TokenService, idp: IdentityProvider
+) -> None:
+    clock = cache_on_a_test_clock(service, idp)
     idp.publish(OTHER_KEY)
     clock.advance(30)
     assert ask(service, OTHER_KEY.sign(claims())).status == 401
@@ -276,9 +282,7 @@ def test_key_rotated_in_is_fetched_after_the_one_minute_limit(
 def test_cached_keys_keep_working_when_the_hourly_refresh_fails(
     service: TokenService, idp: IdentityProvider
 ) -> None:
-    clock = FakeClock()
-    with_cache(service, JwksCache(idp.jwks_url, None, clock=clock))
-    assert ask(service, KEY.sign(claims())).status == 200
+    clock = cache_on_a_test_clock(service, idp)
     idp.status = 500
     clock.advance(3601)  # the refresh is due, and the identity provider is down
     assert ask(service, KEY.sign(claims())).status == 200
@@ -288,9 +292,7 @@ def test_cached_keys_keep_working_when_the_hourly_refresh_fails(
 def test_cached_keys_are_dropped_after_a_day_without_a_refresh(
     service: TokenService, idp: IdentityProvider
 ) -> None:
-    clock = FakeClock()
-    with_cache(service, JwksCache(idp.jwks_url, None, clock=clock))
-    assert ask(service, KEY.sign(claims())).status == 200
+    clock = cache_on_a_test_clock(service, idp)
     idp.status = 500
     clock.advance(86401)
     assert ask(service, KEY.sign(claims())).status == 503
