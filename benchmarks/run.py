@@ -23,13 +23,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.certs import make_certificate
 from benchmarks.coldstart import measure_cold_start
-from benchmarks.fake_directline import running_fake
 from benchmarks.inprocess import ORIGIN, measure_overhead, profile_app
 from benchmarks.load import LoadResult, run_python, run_wrk, wrk_path
 from benchmarks.results import Machine, MemoryResult, Plan, Results, ThroughputResult
-from benchmarks.served import child_environment, serving
+from tests.certs import make_certificate
+from tests.fakes import running_fake
+from tests.served import child_environment, serving
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 NO_LIMIT = "1000000/second"

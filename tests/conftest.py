@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.served import ServedApp, serving
 from tests.fakes import SECRET, FakeDirectLine
+from tests.served import ServedApp, serving
 from tokens.http import Request, Response
 from tokens.service import TokenService, build_service
 from tokens.settings import Settings

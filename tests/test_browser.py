@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 import jwt
 import pytest
 
-from benchmarks.served import ServedApp
 from tests.conftest import ARTIFACTS, ROOT, served
 from tests.prerequisites import missing_prerequisite
+from tests.served import ServedApp
 
 PLAYWRIGHT_IMPORT_ERROR: ImportError | None = None
 try:

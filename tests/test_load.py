@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import requests
 
-from benchmarks.served import ServedApp
 from tests.conftest import ALLOWED, base_env, served
 from tests.contract import assert_conforms, load_schema
 from tests.fakes import SECRET, Behaviour, FakeDirectLine, Recorded
+from tests.served import ServedApp
 
 REQUESTS = int(os.environ.get("LOAD_REQUESTS", "1000"))
 CONCURRENCY = 32

@@ -19,11 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tokens.audit import EVENTS, MAX_STRING, build_record, format_record, outcome_for, sanitize
-from tokens.body import MAX_BODY_BYTES, MAX_USER_NAME, parse_token_body
+from tokens.body import MAX_BODY_BYTES, parse_token_body
 from tokens.clientip import UNKNOWN, client_address, for_audit
 from tokens.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from tokens.identity import new_user_id, user_id_from_claim
 from tokens.origins import OriginPattern, is_allowed, parse_origin, parse_pattern
+from tokens.text import MAX_NAME_LENGTH as MAX_USER_NAME
 
 PROPERTY = settings(
     max_examples=200,

@@ -6,15 +6,13 @@ import http.client
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 import requests
 
-from benchmarks.served import ServedApp
 from tests.conftest import ALLOWED, base_env, served
 from tests.fakes import SECRET, FakeDirectLine
-from tokens.server import HostedApp, HostedRequest, HostedResponse, Route
+from tests.served import ServedApp
 
 
 @pytest.fixture(scope="module")
@@ -171,16 +169,3 @@ def test_health_answers_an_allowed_origin_with_cors_headers(app: ServedApp) -> N
 def test_cors_exposes_retry_after_to_the_page(app: ServedApp) -> None:
     response = _post(app, "directline/token", json={}, headers={"Origin": ALLOWED})
     assert response.headers["Access-Control-Expose-Headers"] == "Retry-After"
-
-
-def test_a_handler_that_crashes_answers_500_misconfigured_in_the_error_shape() -> None:
-    def crash(request: HostedRequest) -> HostedResponse:
-        raise RuntimeError("a bug")
-
-    environ: dict[str, object] = {"PATH_INFO": "/api/health", "REQUEST_METHOD": "GET"}
-    setup_testing_defaults(environ)
-    started: list[str] = []
-    app = HostedApp(routes={"health": Route(frozenset({"GET"}), crash)})
-    body = b"".join(app(environ, lambda status, headers: started.append(status)))
-    assert started == ["500 Internal Server Error"]
-    assert json.loads(body)["error"]["code"] == "misconfigured"

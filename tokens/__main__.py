@@ -1,16 +1,13 @@
-"""Command line: `python -m tokens serve [--host] [--port] [--demo]` and `python -m tokens check`."""
+"""Command line: `python -m tokens serve [--host] [--port] [--workers] [--threads] [--demo]` and
+`python -m tokens check`."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import ipaddress
 import logging
-import os
-import secrets
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from tokens.settings import SettingsError, is_loopback_host, load_settings
 
@@ -20,23 +17,10 @@ DEMO_BANNER = """
   Nothing here talks to the Bot Framework. Open {url} to chat.
 ==========================================================================================
 """
-MAX_REQUEST_BODY = 1024 * 1024  # waitress refuses anything larger before the app sees it
+DEFAULT_THREADS = 32
+DEFAULT_WORKERS = 1
 
-
-class OneLineFormatter(logging.Formatter):
-    """Every record on one line, tracebacks included, so that a log reader (or an attacker's
-    newline) can never split or forge a line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\r", "\\r").replace("\n", " | ")
-
-
-def configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    # waitress logs every queue warning at WARNING; keep its INFO chatter out of the audit stream.
-    logging.getLogger("waitress").setLevel(logging.WARNING)
+log = logging.getLogger("tokens")
 
 
 def check(_: argparse.Namespace) -> int:
@@ -63,61 +47,72 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _start_demo(host: str, port: int) -> tuple[str, Callable[[], None]]:
-    """Start the Direct Line emulator on its own loopback port (so the service's calls to it never
-    wait for the service's own threads), point the app at it, and allow the demo page's origins.
-    Returns the address to open and a function that stops the emulator."""
-    from tokens.emulator import start_emulator_server
-
-    secret = "demo-" + secrets.token_urlsafe(24)
-    endpoint, stop = start_emulator_server(secret, host="127.0.0.1", port=0)
-    page_host = _url_host("127.0.0.1" if _is_unspecified(host) else host)
-    os.environ["DIRECT_LINE_SECRET"] = secret
-    os.environ["DIRECT_LINE_ENDPOINT"] = endpoint
-    page_origins = [f"http://{page_host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
-    configured = os.environ.get("ALLOWED_ORIGINS", "").strip()
-    os.environ["ALLOWED_ORIGINS"] = ",".join(dict.fromkeys(filter(None, [configured, *page_origins])))
-    if not is_loopback_host(host):
-        logging.getLogger("tokens").warning(
-            "Demo mode bound to %s: the page works only when opened on this machine "
-            "(http://%s:%s/), since the emulator listens on loopback only",
-            host, page_host, port,
-        )
-    return f"http://{page_host}:{port}/", stop
-
-
 def serve(args: argparse.Namespace) -> int:
-    from tokens.server import OPENAPI_FILE, OPENAPI_PATH, WEB_DIR, HostedApp, run_waitress
+    from tokens import logs, server
 
-    configure_logging()
-    stop_demo: Callable[[], None] | None = None
-    page_url = ""
-    if args.demo:
-        page_url, stop_demo = _start_demo(args.host, args.port)
+    logging.basicConfig(level=logging.INFO, handlers=[logs.stderr_handler()], force=True)
     try:
-        load_settings()
+        sockets = server.listen(args.host, args.port)
+    except OSError as error:
+        log.error("Cannot listen on %s port %s: %s", args.host, args.port, error.strerror or error)
+        return 1
+    port = sockets[0].getsockname()[1]
+    page_host = _url_host("127.0.0.1" if _is_unspecified(args.host) else args.host)
+    demo = None
+    if args.demo:
+        try:
+            from demo import start_demo
+        except ImportError:
+            log.error("--demo needs the demo/ folder of the repository next to tokens/")
+            return 1
+        demo = start_demo(page_host, port)
+        args.workers = 1  # the emulator runs in this process
+    try:
+        settings = load_settings()
     except SettingsError as error:
         for problem in error.problems:
-            logging.getLogger("tokens").error("Invalid setting %s", problem)
-        if stop_demo is not None:
-            stop_demo()
+            log.error("Invalid setting %s", problem)
+        if demo is not None:
+            demo.stop()
+        for sock in sockets:
+            sock.close()
         return 1
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    function_app = importlib.import_module("function_app")
-    app = HostedApp(
-        routes=function_app.http_routes(),
-        static_dir=WEB_DIR if args.demo else None,
-        extra_static={OPENAPI_PATH: OPENAPI_FILE},
+    if args.workers > 1 and settings.rate_limit_storage == "memory://":
+        log.warning(
+            "%d workers with RATE_LIMIT_STORAGE=memory://: each worker counts on its own, so a caller "
+            "may get up to %d times RATE_LIMIT; use a redis:// store to share one count",
+            args.workers, args.workers,
+        )
+    if demo is not None:
+        print(DEMO_BANNER.format(url=demo.page_url), file=sys.stderr, flush=True)
+        if not is_loopback_host(args.host):
+            log.warning(
+                "Demo mode bound to %s: the page works only when opened on this machine "
+                "(%s), since the emulator listens on loopback only", args.host, demo.page_url,
+            )
+    log.info(
+        "Serving /api on http://%s:%s with %d worker(s) of %d threads",
+        page_host, port, args.workers, args.threads,
     )
-    if args.demo:
-        print(DEMO_BANNER.format(url=page_url), file=sys.stderr, flush=True)
-    logging.getLogger("tokens").info("Serving /api on http://%s:%s", args.host, args.port)
     try:
-        run_waitress(app, host=args.host, port=args.port, threads=args.threads, max_body=MAX_REQUEST_BODY)
+        server.run(
+            sockets,
+            threads=args.threads,
+            workers=args.workers,
+            serve_pages=args.demo,
+            setup_process=logs.configure,
+        )
     finally:
-        if stop_demo is not None:
-            stop_demo()
+        if demo is not None:
+            demo.stop()
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,7 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser = commands.add_parser("serve", help="serve the HTTP functions with waitress")
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=7071)
-    serve_parser.add_argument("--threads", type=int, default=8)
+    serve_parser.add_argument(
+        "--workers", type=_positive, default=DEFAULT_WORKERS, help="processes (default %(default)s)"
+    )
+    serve_parser.add_argument(
+        "--threads", type=_positive, default=DEFAULT_THREADS, help="threads per process (default %(default)s)"
+    )
     serve_parser.add_argument(
         "--demo", action="store_true", help="no secret needed: use the embedded Direct Line emulator"
     )

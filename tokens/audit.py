@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import unicodedata
 from typing import Any
+
+from tokens.text import one_line
 
 AUDIT_LOGGER = "tokens.audit"
 MAX_STRING = 256
@@ -19,10 +20,9 @@ log = logging.getLogger(AUDIT_LOGGER)
 
 
 def sanitize(value: str) -> str:
-    """Drop control and format characters (newlines, ANSI escapes, bidi marks), then cap the length,
-    so that a caller cannot forge or hide audit lines."""
-    kept = "".join(ch for ch in value if unicodedata.category(ch)[0] not in ("C", "Z") or ch == " ")
-    return kept[:MAX_STRING]
+    """Drop control characters (newlines, ANSI escapes, bidi marks) and odd spaces (tokens/text.py),
+    then cap the length, so that a caller cannot forge or hide audit lines."""
+    return one_line(value)[:MAX_STRING]
 
 
 def outcome_for(status: int) -> str:

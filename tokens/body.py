@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import unicodedata
 from typing import Any
 
 from tokens.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from tokens.text import MAX_NAME_LENGTH, has_control
 
 MAX_BODY_BYTES = 4096
-MAX_USER_NAME = 64
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -61,11 +60,6 @@ def is_json_media_type(content_type: str | None) -> bool:
     return True
 
 
-def has_control_characters(text: str) -> bool:
-    """Cc (newlines, ANSI escapes), Cf (bidi marks, zero-width), and line/paragraph separators."""
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for ch in text)
-
-
 def parse_token_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     """The validated body as a dict with at most `userName` and `userHandle`; raise the SPEC's error."""
     if len(body) > MAX_BODY_BYTES:
@@ -91,9 +85,9 @@ def parse_token_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     if name is not None:
         if not isinstance(name, str):
             raise InvalidRequest("userName must be a string.")
-        if len(name) > MAX_USER_NAME:
-            raise InvalidRequest(f"userName must be at most {MAX_USER_NAME} characters.")
-        if has_control_characters(name):
+        if len(name) > MAX_NAME_LENGTH:
+            raise InvalidRequest(f"userName must be at most {MAX_NAME_LENGTH} characters.")
+        if has_control(name):
             raise InvalidRequest("userName must not contain control characters.")
         if name.strip():
             fields["userName"] = name.strip()

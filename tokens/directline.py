@@ -101,7 +101,7 @@ class DirectLineClient:
         self.endpoint = endpoint.rstrip("/")
         self._secret = secret
         self.timeout = timeout
-        self._session = session or new_session(self.endpoint)
+        self.session = session or new_session(self.endpoint)
         self._clock = clock
         self._sleep = sleep
 
@@ -109,7 +109,7 @@ class DirectLineClient:
         return f"DirectLineClient(endpoint={self.endpoint!r}, timeout={self.timeout!r})"
 
     def close(self) -> None:
-        self._session.close()
+        self.session.close()
 
     def generate(self, user: JsonObject, trusted_origins: list[str]) -> JsonObject:
         """Mint a token with the secret; `user` is `{"id": "dl_…", "name"?: "…"}`."""
@@ -155,7 +155,7 @@ class DirectLineClient:
         if left <= 0:
             raise UpstreamTimeout()
         try:
-            response = self._session.post(
+            response = self.session.post(
                 f"{self.endpoint}/{path}",
                 json=body,
                 headers={"Authorization": f"Bearer {bearer}"},

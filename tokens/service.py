@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tokens import audit, origins
+from tokens import audit, origins, warmup
 from tokens.body import MAX_BODY_BYTES, parse_token_body
 from tokens.clientip import client_address, for_audit, rate_limit_network
-from tokens.directline import DirectLineClient
+from tokens.directline import DirectLineClient, new_session
 from tokens.errors import (
     Misconfigured,
     OriginNotAllowed,
@@ -26,7 +26,7 @@ from tokens.errors import (
     Unauthorized,
 )
 from tokens.http import Request, Response, error_response, json_response
-from tokens.identity import AnonymousIdentity, Caller, Identity, bearer_token, build_identity
+from tokens.identity import Identity, bearer_token, build_identity
 from tokens.ratelimit import RateLimiter
 from tokens.settings import Problem, Settings, SettingsError, derive_handle_key
 
@@ -38,6 +38,7 @@ class Service(Protocol):
     def refresh_token(self, request: Request) -> Response: ...
     def preflight(self, request: Request) -> Response: ...
     def health(self, request: Request) -> Response: ...
+    def warm_up(self, *, past_due: bool) -> None: ...
 
 
 @dataclass
@@ -84,22 +85,23 @@ class TokenService:
     def health(self, request: Request) -> Response:
         return self._with_cors(request, json_response(200, {"status": "ok"}))
 
+    def warm_up(self, *, past_due: bool) -> None:
+        warmup.ping(self.settings.warmup_url, past_due=past_due)
+
     # -- steps --------------------------------------------------------------------------------
 
     def _issue(self, request: Request, outcome: _Outcome) -> Response:
         trusted_origins = self._check_origin(request)
         body = parse_token_body(request.body, request.header("content-type"))
-        caller = self.identity.identify(request.headers, body)
+        caller = self.identity.identify(request.headers, body, _address_key(outcome.client_address))
         outcome.user_id = caller.user_id
-        self.limiter.check(*self._caller_keys(outcome.client_address, caller))
+        self.limiter.check(caller.limit_keys)
         user: dict[str, Any] = {"id": caller.user_id}
         if caller.name:
             user["name"] = caller.name
         answer = self.client.generate(user, trusted_origins)
         outcome.conversation_id = _text(answer.get("conversationId"))
-        payload = {**answer, "userId": caller.user_id, "domain": self.client.endpoint}
-        if isinstance(self.identity, AnonymousIdentity):
-            payload["userHandle"] = self.identity.issue_handle(caller.user_id)
+        payload = {**answer, "userId": caller.user_id, "domain": self.client.endpoint, **caller.answer_fields}
         return json_response(200, payload)
 
     def _refresh(self, request: Request, outcome: _Outcome) -> Response:
@@ -109,7 +111,7 @@ class TokenService:
         token = bearer_token(request.headers)
         if token is None:
             raise Unauthorized("Send the Direct Line token to refresh as Authorization: Bearer <token>.")
-        self.limiter.check(_address_key(outcome.client_address), pool="refresh")
+        self.limiter.check([_address_key(outcome.client_address)], pool="refresh")
         answer = self.client.refresh(token)
         outcome.conversation_id = _text(answer.get("conversationId"))
         payload = {
@@ -133,17 +135,6 @@ class TokenService:
         return client_address(
             request.header("x-forwarded-for"), self.settings.trusted_proxy_hops, request.peer
         )
-
-    def _caller_keys(self, client_address: str, caller: Caller) -> list[str]:
-        """A signed-in caller is counted by user id. An anonymous caller is counted by address, and
-        by user id too when it sent a valid handle: handles cost nothing to collect, so they must
-        not buy extra allowance from one address."""
-        if isinstance(self.identity, AnonymousIdentity):
-            keys = [_address_key(client_address)]
-            if caller.verified:
-                keys.append("user:" + caller.user_id)
-            return keys
-        return ["user:" + caller.user_id]
 
     def _audited(
         self, event: str, request: Request, step: Callable[[Request, _Outcome], Response]
@@ -169,7 +160,7 @@ class TokenService:
                 status=response.status,
                 user_id=outcome.user_id,
                 conversation_id=outcome.conversation_id,
-                auth_mode=self.settings.auth_mode,
+                auth_mode=self.identity.mode,
                 origin=request.header("origin"),
                 client_ip=for_audit(outcome.client_address, self.settings.audit_client_ip),
                 reason=reason,
@@ -207,6 +198,9 @@ class MisconfiguredService:
     def health(self, request: Request) -> Response:
         return json_response(503, {"status": "misconfigured", "problems": self.error.setting_names})
 
+    def warm_up(self, *, past_due: bool) -> None:
+        warmup.ping(None, past_due=past_due)  # the URL is a setting, and the settings are broken
+
     def _fail(self, event: str, request: Request) -> Response:
         started = self._clock()
         response = error_response(Misconfigured())
@@ -235,9 +229,14 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def build_service(settings: Settings) -> TokenService:
+def build_service(settings: Settings, *, concurrency: int = 32) -> TokenService:
+    """The service for these settings; `concurrency` is how many requests may call Direct Line at
+    once, so that its connection pool keeps one warm connection for each."""
     client = DirectLineClient(
-        settings.direct_line_endpoint, settings.direct_line_secret, settings.upstream_timeout
+        settings.direct_line_endpoint,
+        settings.direct_line_secret,
+        settings.upstream_timeout,
+        session=new_session(settings.direct_line_endpoint, pool_size=concurrency),
     )
     # Counts of different bots sharing one Redis stay apart: the namespace is a digest of the key
     # derived from the secret (not the secret itself, and not reversible).
@@ -248,7 +247,7 @@ def build_service(settings: Settings) -> TokenService:
     return TokenService(settings, client, build_identity(settings), limiter)
 
 
-def service_from_env() -> Service:
+def service_from_env(*, concurrency: int = 32) -> Service:
     """The process's service: built once from the settings, or a stand-in that reports them."""
     from tokens.settings import load_settings
 
@@ -264,7 +263,7 @@ def service_from_env() -> Service:
                 "TRUSTED_PROXY_HOPS is 0: X-Forwarded-For is ignored and, where the host gives no peer "
                 "address (Azure Functions, hosted mode), every anonymous caller shares one allowance"
             )
-        return build_service(settings)
+        return build_service(settings, concurrency=concurrency)
     except SettingsError as error:
         for problem in error.problems:
             log.error("Invalid setting %s", problem)

@@ -17,7 +17,8 @@ from tests.conftest import AuditLog, ServiceFactory, assert_denied, payload, tok
 from tests.fakes import FakeClock, FakeDirectLine
 from tests.jwks_server import IdentityProvider, hmac_token, signing_key, unsigned_token
 from tokens.http import Response
-from tokens.identity import USER_ID_RE, JwksCache, JwtIdentity, user_id_from_claim
+from tokens.identity import USER_ID_RE, user_id_from_claim
+from tokens.jwtauth import JwksCache, JwtIdentity
 from tokens.service import TokenService
 
 ISSUER = "https://login.contoso.com/tenant-a/v2.0"
