@@ -43,6 +43,7 @@ MIN_RETRY_BUDGET = 0.25  # a retry needs at least this long left to have a chanc
 RETRYABLE_STATUSES = frozenset({500, 502, 503})
 REJECTED_REFRESH_STATUSES = frozenset({400, 401, 403, 404})
 USER_AGENT = "directline-token-service/0.1"
+JSON_CONTENT = {"Content-Type": "application/json"}
 
 JsonObject = dict[str, Any]
 
@@ -56,6 +57,8 @@ class _Retryable(Exception):
 
 
 def new_session(endpoint: str, pool_size: int = 32) -> requests.Session:
+    """A pooled session keeping up to `pool_size` connections (one per thread that may call at
+    once: a connection made beyond it is closed after use and costs a TLS handshake each time)."""
     session = requests.Session()
     # Read proxies and the CA bundle once: with trust_env, requests re-reads the whole environment
     # (and ~/.netrc) on every call, and a ~/.netrc entry for the host would replace our
@@ -102,11 +105,21 @@ class DirectLineClient:
         self._secret = secret
         self.timeout = timeout
         self.session = session or new_session(self.endpoint)
+        self._templates: dict[str, requests.PreparedRequest] = {}
         self._clock = clock
         self._sleep = sleep
 
     def __repr__(self) -> str:
         return f"DirectLineClient(endpoint={self.endpoint!r}, timeout={self.timeout!r})"
+
+    def _template(self, path: str) -> requests.PreparedRequest:
+        """The call to `path` prepared once (URL, the session's headers) and copied per call: about
+        a third of requests' own cost per call is preparing what is the same every time."""
+        template = self._templates.get(path)
+        if template is None:
+            request = requests.Request("POST", f"{self.endpoint}/{path}", headers=JSON_CONTENT)
+            template = self._templates[path] = self.session.prepare_request(request)
+        return template
 
     def close(self) -> None:
         self.session.close()
@@ -154,11 +167,12 @@ class DirectLineClient:
         left = deadline - self._clock()
         if left <= 0:
             raise UpstreamTimeout()
+        request = self._template(path).copy()
+        request.headers["Authorization"] = f"Bearer {bearer}"
+        request.prepare_body(None if body is None else json.dumps(body).encode(), None)
         try:
-            response = self.session.post(
-                f"{self.endpoint}/{path}",
-                json=body,
-                headers={"Authorization": f"Bearer {bearer}"},
+            response = self.session.send(
+                request,
                 timeout=(min(CONNECT_TIMEOUT, left), left),
                 stream=True,
                 allow_redirects=False,

@@ -19,8 +19,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from tokens import signed
 from tokens.errors import Unauthorized
@@ -37,14 +36,13 @@ HANDLE_AUDIENCE = "directline-token-service/user-handle"
 MAX_CREDENTIAL_LENGTH = 8192
 
 
-@dataclass(frozen=True)
-class Caller:
+class Caller(NamedTuple):
     user_id: str
     name: str | None
     # What the caller's allowance is counted on (see tokens/ratelimit.py).
     limit_keys: tuple[str, ...]
     # Fields of the answer besides Direct Line's own and the user id (anonymous: the userHandle).
-    answer_fields: Mapping[str, str] = field(default_factory=dict)
+    answer_fields: Mapping[str, str]
 
 
 class Identity(Protocol):
@@ -91,7 +89,7 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
 
 def signed_in(user_id: str, name: str | None) -> Caller:
     """A caller whose id a login proves: counted by that id wherever it comes from."""
-    return Caller(user_id, name, limit_keys=("user:" + user_id,))
+    return Caller(user_id, name, ("user:" + user_id,), {})
 
 
 class AnonymousIdentity:

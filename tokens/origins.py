@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -23,8 +23,7 @@ CORS_ALLOW_HEADERS = "Authorization, Content-Type"
 CORS_MAX_AGE = "600"
 
 
-@dataclass(frozen=True)
-class Origin:
+class Origin(NamedTuple):
     scheme: str
     host: str
     port: int
@@ -35,8 +34,7 @@ class Origin:
         return f"{self.scheme}://{self.host}:{self.port}"
 
 
-@dataclass(frozen=True)
-class OriginPattern:
+class OriginPattern(NamedTuple):
     """An exact origin, or `scheme://*.suffix[:port]` matching exactly one extra DNS label."""
 
     scheme: str

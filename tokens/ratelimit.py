@@ -26,8 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from tokens.errors import RateLimited
 
@@ -49,8 +48,7 @@ _SEPARATORS = re.compile(r"[,;|]")
 _ONE_LIMIT = re.compile(r"\s*([0-9]+)\s*(?:/|\s*per\s*)\s*([0-9]+)?\s*([a-z]+?)s?\s*", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Limit:
+class Limit(NamedTuple):
     amount: int
     multiples: int
     granularity: str  # second, minute, hour, day, month or year

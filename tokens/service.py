@@ -11,7 +11,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tokens import audit, origins, warmup
@@ -41,13 +40,15 @@ class Service(Protocol):
     def warm_up(self, *, past_due: bool) -> None: ...
 
 
-@dataclass
 class _Outcome:
     """What the audit record needs to know, filled in as the request goes along."""
 
-    client_address: str
-    user_id: str | None = None
-    conversation_id: str | None = None
+    __slots__ = ("client_address", "conversation_id", "user_id")
+
+    def __init__(self, client_address: str) -> None:
+        self.client_address = client_address
+        self.user_id: str | None = None
+        self.conversation_id: str | None = None
 
 
 class TokenService:

@@ -15,9 +15,8 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
 from tokens.origins import OriginPattern, parse_pattern
@@ -39,8 +38,7 @@ _DIRECT_LINE_HOSTS = ("directline.botframework.com", "directline.botframework.az
 _REGIONAL_HOST_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.directline\.botframework\.com")
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     setting: str
     message: str
 
@@ -58,8 +56,7 @@ class SettingsError(Exception):
         return sorted({problem.setting for problem in self.problems})
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One row of the table: the `Settings` field it fills, its default as an operator would write
     it (None: no default), how to read it (None or ValueError: not valid), and what a valid value
     looks like."""
@@ -71,9 +68,8 @@ class Setting:
     required: bool = False
 
 
-@dataclass(frozen=True)
-class Settings:
-    direct_line_secret: str = field(repr=False)
+class Settings(NamedTuple):
+    direct_line_secret: str
     direct_line_endpoint: str
     allowed_origins: tuple[OriginPattern, ...]
     auth_mode: str
@@ -81,14 +77,14 @@ class Settings:
     jwt_audience: str | None
     jwks_url: str | None
     jwt_algorithms: tuple[str, ...]
-    jwt_secret: str | None = field(repr=False)
+    jwt_secret: str | None
     user_claim: str
     name_claim: str
-    user_handle_key: bytes = field(repr=False)
+    user_handle_key: bytes
     user_handle_ttl: int
     rate_limit: tuple[Limit, ...]
     global_rate_limit: tuple[Limit, ...]
-    rate_limit_storage: str = field(repr=False)
+    rate_limit_storage: str  # a redis:// URL may carry a password
     trusted_proxy_hops: int
     upstream_timeout: float
     warmup_url: str | None
@@ -117,6 +113,11 @@ class Settings:
             raise SettingsError(problems)
         return cls(**values)
 
+    def __repr__(self) -> str:
+        fields = zip(self._fields, self, strict=True)
+        shown = ", ".join(f"{name}={value!r}" for name, value in fields if name not in _HIDDEN)
+        return f"Settings({shown})"
+
 
 class InvalidValue(ValueError):
     """A reader's own explanation of what is wrong, safe to show (it never quotes a secret)."""
@@ -137,12 +138,23 @@ def _read(setting: Setting, raw: str) -> tuple[Any, str | None]:
 def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> Settings:
     """Read `.env` (never overriding a real environment variable), then validate."""
     if environ is None:
-        from dotenv import find_dotenv, load_dotenv
+        dotenv_path = dotenv_path or find_dotenv()
+        if dotenv_path is not None:
+            from dotenv import load_dotenv  # only when there is a file: it costs a cold start
 
-        # The .env of the directory the command runs in, as a developer expects.
-        load_dotenv(dotenv_path=dotenv_path or find_dotenv(usecwd=True), override=False)
+            load_dotenv(dotenv_path=dotenv_path, override=False)
         environ = os.environ
     return Settings.from_env(environ)
+
+
+def find_dotenv() -> Path | None:
+    """The .env of the directory the command runs in or of the nearest one above it, as a developer
+    expects (python-dotenv's find_dotenv(usecwd=True) looks the same way)."""
+    here = Path.cwd()
+    for directory in (here, *here.parents):
+        if (directory / ".env").is_file():
+            return directory / ".env"
+    return None
 
 
 def derive_handle_key(secret: str) -> bytes:
@@ -266,6 +278,8 @@ def _schedule(text: str) -> str | None:
 
 
 _LIMITS = "must be in limits notation such as {}, several joined with ;"
+
+_HIDDEN = frozenset({"direct_line_secret", "jwt_secret", "user_handle_key", "rate_limit_storage"})
 
 # The SPEC's settings table. Defaults that depend on other settings (USER_HANDLE_KEY, WARMUP_URL,
 # AUTH_JWKS_URL) are None here and filled in by `_fill_derived`.

@@ -19,17 +19,27 @@ def is_control(character: str) -> bool:
     return unicodedata.category(character) in _CONTROL_CATEGORIES
 
 
+def _plain(text: str) -> bool:
+    """Printable ASCII, spaces included: no control character, nothing to look up one by one (the
+    case of nearly every id, origin and address, on every request)."""
+    return text.isascii() and text.isprintable()
+
+
 def has_control(text: str) -> bool:
-    return any(is_control(character) for character in text)
+    return not _plain(text) and any(is_control(character) for character in text)
 
 
 def without_control(text: str) -> str:
+    if _plain(text):
+        return text
     return "".join(character for character in text if not is_control(character))
 
 
 def one_line(text: str) -> str:
     """Text fit for one log line: no control characters, and no spaces but the plain one, since an
     odd space (U+00A0, U+2003...) can make two different values look alike to a reader."""
+    if _plain(text):
+        return text
     return "".join(
         character
         for character in text
