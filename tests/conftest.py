@@ -162,10 +162,15 @@ _log_serial = itertools.count(1)
 
 @contextlib.contextmanager
 def served(
-    env: Mapping[str, str], tmp_path: Path, *, demo: bool = False, name: str = "serve"
+    env: Mapping[str, str],
+    tmp_path: Path,
+    *,
+    demo: bool = False,
+    name: str = "serve",
+    workers: int | None = None,
 ) -> Iterator[ServedApp]:
     """`python -m tokens serve` with these settings, logging into tmp_path; a misconfigured app
     (health 503) counts as started, since some tests serve one on purpose."""
     log_path = tmp_path / f"{name}-{next(_log_serial)}.log"
-    with serving(env, log_path, demo=demo, ready_statuses=(200, 503)) as app:
+    with serving(env, log_path, demo=demo, workers=workers, ready_statuses=(200, 503)) as app:
         yield app

@@ -53,7 +53,10 @@ def shared_service(make_service: ServiceFactory, redis_server: RedisServer) -> S
 @contextlib.contextmanager
 def two_servers(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[ServedApp, ServedApp]]:
     """Two separate server processes of the app, as two instances of a scaled-out Function app."""
-    with served(env, tmp_path, name="first") as first, served(env, tmp_path, name="second") as second:
+    with (
+        served(env, tmp_path, name="first", workers=1) as first,
+        served(env, tmp_path, name="second", workers=1) as second,
+    ):
         yield first, second
 
 

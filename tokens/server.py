@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
-import secrets
 import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,12 +44,12 @@ BACKLOG = 1024
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
-@dataclass(frozen=True)
 class HostedApp:
     """The WSGI application: `/api/<route>` from the route table, the OpenAPI description, and
     in demo mode the sample page's files."""
 
-    serve_pages: bool = False
+    def __init__(self, serve_pages: bool = False) -> None:
+        self.serve_pages = serve_pages
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "") or "/"
@@ -96,7 +93,7 @@ def core_request(environ: dict[str, Any]) -> Request:
         length = 0
     body = environ["wsgi.input"].read(min(length, MAX_BODY_BYTES + 1)) if length > 0 else b""
     return Request(
-        environ["REQUEST_METHOD"].upper(), headers, body, peer=peer, invocation_id=secrets.token_hex(16)
+        environ["REQUEST_METHOD"].upper(), headers, body, peer=peer, invocation_id=os.urandom(16).hex()
     )
 
 
@@ -108,8 +105,24 @@ def _error(error: ServiceError) -> tuple[int, list[tuple[str, str]], bytes]:
 # -- running ----------------------------------------------------------------------------------
 
 
-def listen(host: str, port: int) -> list[socket.socket]:
-    """Bound, listening sockets for every address of `host`; OSError (e.g. the port is in use)."""
+def listeners(host: str, port: int, workers: int) -> list[list[socket.socket]]:
+    """Listening sockets for each worker; OSError (e.g. the port is in use).
+
+    Where the kernel can spread connections across sockets that share a port (SO_REUSEPORT on
+    Linux), each worker gets sockets of its own: a worker then gets its share of the connections
+    rather than whatever its `accept` wins, which keeps one worker from queueing while another
+    idles. Elsewhere the workers share one set of sockets."""
+    share = workers > 1 and sys.platform == "linux"
+    first = listen(host, port, share_port=share)
+    if not share:
+        return [first] * workers
+    port = first[0].getsockname()[1]
+    return [first] + [listen(host, port, share_port=True) for _ in range(workers - 1)]
+
+
+def listen(host: str, port: int, *, share_port: bool = False) -> list[socket.socket]:
+    """Bound, listening sockets for every address of `host`; OSError (e.g. the port is in use).
+    `share_port`: SO_REUSEPORT, so that other workers' sockets may listen on the same port."""
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in socket.getaddrinfo(
@@ -119,6 +132,8 @@ def listen(host: str, port: int) -> list[socket.socket]:
             sockets.append(sock)
             if os.name != "nt":  # on Windows it would let another process take the port over
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if share_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
@@ -133,18 +148,20 @@ def listen(host: str, port: int) -> list[socket.socket]:
 
 
 def run(
-    sockets: list[socket.socket],
+    groups: list[list[socket.socket]],
     *,
     threads: int,
-    workers: int,
     serve_pages: bool,
     setup_process: Callable[[], Callable[[], None]],
 ) -> None:
-    """Serve until SIGINT or SIGTERM. `setup_process` runs first in every serving process (it
-    configures logging) and returns what to run when that process stops (flushing the logs)."""
-    if workers <= 1:
-        _serve(sockets, threads, serve_pages, setup_process)
+    """Serve until SIGINT or SIGTERM, with one worker process per group of sockets (from
+    `listeners`). `setup_process` runs first in every serving process (it configures logging) and
+    returns what to run when that process stops (flushing the logs)."""
+    if len(groups) == 1:
+        _serve(groups[0], threads, serve_pages, setup_process)
         return
+    import multiprocessing  # only here: one process needs none of it (and starts faster)
+
     # fork shares the sockets and the imported modules; elsewhere (Windows) spawn passes the
     # sockets to each worker through multiprocessing.
     forking = "fork" in multiprocessing.get_all_start_methods()
@@ -155,7 +172,7 @@ def run(
             args=(sockets, threads, serve_pages, setup_process, os.getpid()),
             name=f"tokens-worker-{number}",
         )
-        for number in range(1, workers + 1)
+        for number, sockets in enumerate(groups, start=1)
     ]
     with _stop_on_signals():
         try:
@@ -172,7 +189,7 @@ def run(
                     process.terminate()
             for process in processes:
                 process.join(10)
-            for sock in sockets:
+            for sock in {sock for sockets in groups for sock in sockets}:
                 sock.close()
 
 
@@ -216,8 +233,10 @@ def _serve(
         finish()
 
 
-class _Stop(BaseException):
-    """Raised in the main thread by SIGTERM/SIGINT, so that `finally` blocks run (flushing logs)."""
+class _Stop(SystemExit):
+    """Raised in the main thread by SIGTERM/SIGINT, so that `finally` blocks run (flushing logs).
+    A SystemExit, because waitress passes only those (and KeyboardInterrupt) out of its loop: it
+    ends the loop, lets the threads finish their requests, and returns."""
 
 
 @contextlib.contextmanager
