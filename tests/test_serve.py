@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import ALLOWED, base_env, served
+from tests.conftest import ALLOWED, ROOT, base_env, served
 from tests.fakes import SECRET, FakeDirectLine
-from tests.served import ServedApp
+from tests.served import ServedApp, child_environment
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +172,50 @@ def test_health_answers_an_allowed_origin_with_cors_headers(app: ServedApp) -> N
 def test_cors_exposes_retry_after_to_the_page(app: ServedApp) -> None:
     response = _post(app, "directline/token", json={}, headers={"Origin": ALLOWED})
     assert response.headers["Access-Control-Expose-Headers"] == "Retry-After"
+
+
+# -- processes, sockets and the client address ------------------------------------------------------
+
+
+def test_two_workers_answer_and_no_audit_line_is_lost_when_serve_stops(
+    fake_upstream: FakeDirectLine, tmp_path: Path
+) -> None:
+    """Each request on a new connection, so that both workers take some; the log is read after the
+    stop (SIGTERM), when every queued line must have been written."""
+    with served(base_env(fake_upstream.base_url), tmp_path, workers=2) as running:
+        statuses = [
+            requests.post(f"{running.base_url}/api/directline/token", json={}, timeout=10).status_code
+            for _ in range(60)
+        ]
+    assert statuses == [200] * 60
+    log = running.log_path.read_text()
+    assert "2 workers with RATE_LIMIT_STORAGE=memory://: each worker counts on its own" in log
+    assert sum(1 for line in log.splitlines() if " tokens.audit " in line) == 60
+
+
+def test_zero_trusted_hops_counts_callers_by_the_connections_address(
+    fake_upstream: FakeDirectLine, tmp_path: Path
+) -> None:
+    env = base_env(fake_upstream.base_url, TRUSTED_PROXY_HOPS="0", AUDIT_CLIENT_IP="full")
+    with served(env, tmp_path) as running:
+        requests.post(
+            f"{running.base_url}/api/directline/token", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10
+        )
+        record = running.audit_records()[-1]
+    assert record["clientIp"] == "127.0.0.1"
+
+
+def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "tokens", "serve", "--port", str(port)],
+            cwd=ROOT, env=child_environment({"DIRECT_LINE_SECRET": SECRET}), capture_output=True, text=True,
+            timeout=30, check=False,
+        )
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert f"Cannot listen on 127.0.0.1 port {port}" in done.stderr
+    assert "Traceback" not in done.stderr
