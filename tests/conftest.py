@@ -15,6 +15,7 @@ import pytest
 
 from tests.fakes import SECRET, FakeDirectLine
 from tests.served import ServedApp, serving
+from tokens import routes
 from tokens.http import Request, Response
 from tokens.service import TokenService, build_service
 from tokens.settings import Settings
@@ -72,6 +73,17 @@ def make_service(fake: FakeDirectLine) -> Iterator[ServiceFactory]:
 @pytest.fixture
 def service(make_service: ServiceFactory) -> TokenService:
     return make_service()
+
+
+@pytest.fixture
+def configured(fake: FakeDirectLine, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDirectLine]:
+    """The process's own service (tokens.routes, as both adapters use it) set up from the
+    environment, against the fake Direct Line; built afresh before and after the test."""
+    for key, value in base_env(fake.base_url).items():
+        monkeypatch.setenv(key, value)
+    routes.reset()
+    yield fake
+    routes.reset()
 
 
 def token_request(

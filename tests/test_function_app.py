@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from azure.functions.decorators.http import HttpTrigger
 from azure.functions.timer import TimerRequest
 
 import function_app
-from tests.conftest import ALLOWED, ROOT, base_env
+from tests.conftest import ALLOWED, ROOT
 from tests.fakes import FakeDirectLine, refused_url
 from tokens import routes
 from tokens.settings import is_ncrontab
@@ -134,15 +133,6 @@ def test_the_adapter_stays_thin() -> None:
     source = (ROOT / "function_app.py").read_text()
     assert len(source.splitlines()) <= 120
     assert not any(name.startswith("azure.functions._") for name in _imports(ROOT / "function_app.py"))
-
-
-@pytest.fixture
-def configured(fake: FakeDirectLine, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDirectLine]:
-    for key, value in base_env(fake.base_url).items():
-        monkeypatch.setenv(key, value)
-    routes.reset()
-    yield fake
-    routes.reset()
 
 
 def _call(name: str, method: str, body: bytes = b"", headers: dict[str, str] | None = None) -> func.HttpResponse:

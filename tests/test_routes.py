@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import base_env, token_request
+from tests.conftest import token_request
 from tests.fakes import FakeDirectLine
 from tokens import routes
 from tokens.http import Request
 from tokens.service import MisconfiguredService, TokenService
-
-
-@pytest.fixture
-def configured(fake: FakeDirectLine, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDirectLine]:
-    for key, value in base_env(fake.base_url).items():
-        monkeypatch.setenv(key, value)
-    routes.reset()
-    yield fake
-    routes.reset()
 
 
 def _get(method: str = "GET") -> Request:

@@ -5,15 +5,12 @@ from __future__ import annotations
 import io
 import json
 import socket
-from collections.abc import Iterator
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from tests.conftest import base_env
 from tests.fakes import FakeDirectLine
-from tokens import routes
 from tokens.body import MAX_BODY_BYTES
 from tokens.server import OPENAPI_FILE, HostedApp, core_request, listen, listeners
 
@@ -32,15 +29,6 @@ def call(app: HostedApp, env: dict[str, Any]) -> tuple[str, dict[str, str], byte
     body = b"".join(app(env, lambda status, headers: started.append((status, headers))))
     status, headers = started[0]
     return status, dict(headers), body
-
-
-@pytest.fixture
-def configured(fake: FakeDirectLine, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDirectLine]:
-    for key, value in base_env(fake.base_url).items():
-        monkeypatch.setenv(key, value)
-    routes.reset()
-    yield fake
-    routes.reset()
 
 
 def test_the_request_carries_the_peer_and_the_peer_is_appended_to_x_forwarded_for() -> None:
