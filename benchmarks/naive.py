@@ -45,7 +45,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
-        answer = naive_token(os.environ["DIRECT_LINE_ENDPOINT"], os.environ["DIRECT_LINE_SECRET"], body.get("userName"))
+        answer = naive_token(
+            os.environ["DIRECT_LINE_ENDPOINT"], os.environ["DIRECT_LINE_SECRET"], body.get("userName")
+        )
         payload = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
