@@ -31,8 +31,9 @@ def measure_throughput(settings: Mapping[str, str], plan: Plan, work: Path) -> T
         started(node_command(node_port), env, node_port, work / "node.log") as node,
     ):
         servers = {"serve": (token_url(serve_port), serve.pid), "node": (token_url(node_port), node.pid)}
-        for url, _ in servers.values() if plan.warmup_seconds else ():  # pools, caches, threads
-            run_python(url, WARMUP_CONCURRENCY, seconds=plan.warmup_seconds)
+        if plan.warmup_seconds:  # pools, caches, threads
+            for url, _ in servers.values():
+                run_python(url, WARMUP_CONCURRENCY, seconds=plan.warmup_seconds)
         levels: dict[str, list[Level]] = {name: [] for name in servers}
         for concurrency in plan.concurrency:
             for name, (url, pid) in servers.items():
