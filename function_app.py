@@ -40,6 +40,11 @@ def directline_refresh(req: func.HttpRequest, context: func.Context) -> func.Htt
     return answer("directline/refresh", req, context)
 
 
+@app.route(route="directline/resume", methods=["POST", "OPTIONS"])
+def directline_resume(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return answer("directline/resume", req, context)
+
+
 @app.route(route="health", methods=["GET"])
 def health(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     return answer("health", req, context)

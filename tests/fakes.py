@@ -148,11 +148,15 @@ class FakeDirectLine:
         self.rule: Callable[[Recorded], Behaviour | None] | None = None
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
+        self.conversations: set[str] = set()  # the ones tokens/generate opened
         self._stop = threading.Event()
         fake = self
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:
+                fake._handle(self)
+
+            def do_GET(self) -> None:
                 fake._handle(self)
 
         self._http = LoopbackServer(Handler, tls)
@@ -236,18 +240,34 @@ class FakeDirectLine:
         self._send(handler, behaviour.status, behaviour.headers, payload)
 
     def _answer(self, handler: BaseHTTPRequestHandler, recorded: Recorded) -> None:
-        """As Direct Line: a token for the secret (generate) or any bearer (refresh)."""
-        if not recorded.path.endswith(("/tokens/generate", "/tokens/refresh")):
+        """As Direct Line: a token for the secret (generate, a new conversation), for any bearer
+        (refresh), or for the secret and a conversation it opened (reconnect, with a streamUrl)."""
+        with_secret = recorded.headers.get("Authorization") == f"Bearer {self.secret}"
+        path = recorded.path.removeprefix("/v3/directline/")
+        if handler.command == "GET" and path.startswith("conversations/"):
+            conversation = path.removeprefix("conversations/").partition("?")[0]
+            if not with_secret:
+                self._send(handler, 403, {}, b'{"error":{"code":"BadArgument"}}')
+            elif conversation not in self.conversations:
+                self._send(handler, 404, {}, b'{"error":{"code":"NotFound"}}')
+            else:
+                answer = {**self._token_answer(conversation), "streamUrl": f"wss://stream.example/{conversation}"}
+                self._send(handler, 200, {}, json.dumps(answer).encode())
+        elif handler.command != "POST" or path not in ("tokens/generate", "tokens/refresh"):
             self._send(handler, 404, {}, b'{"error":{"code":"NotFound"}}')
-        elif recorded.path.endswith("/generate") and recorded.headers.get("Authorization") != f"Bearer {self.secret}":
+        elif path == "tokens/generate" and not with_secret:
             self._send(handler, 403, {}, b'{"error":{"code":"BadArgument"}}')
         else:
             self._send(handler, 200, {}, json.dumps(self._token_answer()).encode())
 
-    def _token_answer(self) -> dict[str, Any]:
+    def _token_answer(self, conversation: str | None = None) -> dict[str, Any]:
         n = next(self._counter)
+        if conversation is None:
+            conversation = f"conv-{n}"
+            with self._lock:
+                self.conversations.add(conversation)
         return {
-            "conversationId": f"conv-{n}",
+            "conversationId": conversation,
             "token": f"dl-token-{n}-{'x' * self._token_padding}",
             "expires_in": 1800,
             "extraField": "passed through",

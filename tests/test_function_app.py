@@ -64,7 +64,9 @@ def _binding(name: str) -> dict[str, object]:
 
 
 def test_the_app_registers_one_function_per_route_and_the_timer() -> None:
-    assert set(FUNCTIONS) == {"directline_token", "directline_refresh", "health", "warmup_timer"}
+    assert set(FUNCTIONS) == {
+        "directline_token", "directline_refresh", "directline_resume", "health", "warmup_timer"
+    }
 
 
 def test_the_http_functions_serve_exactly_the_route_table() -> None:
@@ -77,7 +79,7 @@ def test_the_http_functions_serve_exactly_the_route_table() -> None:
     assert registered == {route: set(methods) for route, methods in routes.ROUTES.items()}
 
 
-@pytest.mark.parametrize("name", ["directline_token", "directline_refresh", "health"])
+@pytest.mark.parametrize("name", ["directline_token", "directline_refresh", "directline_resume", "health"])
 def test_http_functions_are_anonymous(name: str) -> None:
     binding = _binding(name)
     assert binding["type"] == "httpTrigger"

@@ -53,13 +53,23 @@ def test_refresh_route_answers_through_the_server(app: ServedApp, fake_upstream:
     assert fake_upstream.requests[-1].headers["Authorization"] == "Bearer dl-token-abc"
 
 
+def test_resume_route_answers_through_the_server(app: ServedApp, fake_upstream: FakeDirectLine) -> None:
+    started = _post(app, "directline/token", json={}, headers={"Origin": ALLOWED}).json()
+    body = {"userHandle": started["userHandle"], "conversationTicket": started["conversationTicket"]}
+    response = _post(app, "directline/resume", json=body, headers={"Origin": ALLOWED})
+    assert response.status_code == 200
+    assert response.json()["conversationId"] == started["conversationId"]
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert fake_upstream.requests[-1].path == f"/v3/directline/conversations/{started['conversationId']}"
+
+
 def test_health_route(app: ServedApp) -> None:
     response = requests.get(f"{app.base_url}/api/health", timeout=5)
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
     assert response.headers["Cache-Control"] == "no-store"
 
 
-@pytest.mark.parametrize("route", ["directline/token", "directline/refresh"])
+@pytest.mark.parametrize("route", ["directline/token", "directline/refresh", "directline/resume"])
 def test_preflight_through_the_server(app: ServedApp, route: str) -> None:
     response = requests.options(
         f"{app.base_url}/api/{route}",

@@ -1,4 +1,4 @@
-"""The audit trail: exactly one JSON line per POST to the token and refresh routes.
+"""The audit trail: exactly one JSON line per POST to the token, refresh and resume routes.
 
 `build_record` is pure and tested directly; `emit` writes the line on the `tokens.audit` logger.
 Only the fields below are ever recorded: no token, secret, handle, JWT or Authorization header.
@@ -14,7 +14,7 @@ from tokens.text import one_line
 
 AUDIT_LOGGER = "tokens.audit"
 MAX_STRING = 256
-EVENTS = ("directline.token", "directline.refresh")
+EVENTS = ("directline.token", "directline.refresh", "directline.resume")
 
 log = logging.getLogger(AUDIT_LOGGER)
 

@@ -1,4 +1,4 @@
-"""The token request's body: size, media type, JSON object, and the two optional fields."""
+"""The request bodies of the token and resume routes: size, media type, JSON object, and their fields."""
 
 from __future__ import annotations
 
@@ -62,6 +62,24 @@ def is_json_media_type(content_type: str | None) -> bool:
 
 def parse_token_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     """The validated body as a dict with at most `userName` and `userHandle`; raise the SPEC's error."""
+    return _token_fields(_json_object(body, content_type))
+
+
+def parse_resume_body(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """The token body's fields plus the required `conversationTicket`; raise the SPEC's error."""
+    data = _json_object(body, content_type)
+    fields = _token_fields(data)
+    ticket = data.get("conversationTicket")
+    if ticket is None:
+        raise InvalidRequest("conversationTicket is required (the one of the last token or resume answer).")
+    if not isinstance(ticket, str):
+        raise InvalidRequest("conversationTicket must be a string.")
+    fields["conversationTicket"] = ticket
+    return fields
+
+
+def _json_object(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """The body as a JSON object (an empty body is `{}`): size, media type, strict JSON, Unicode."""
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge()
     if not body:
@@ -80,6 +98,10 @@ def parse_token_body(body: bytes, content_type: str | None) -> dict[str, Any]:
         raise InvalidRequest("The request body is not valid UTF-8 JSON: it escapes a lone surrogate.")
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    return data
+
+
+def _token_fields(data: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     name = data.get("userName")
     if name is not None:

@@ -19,12 +19,14 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
 from tokens.errors import (
+    ConversationGone,
     ServiceError,
     TokenExpired,
     UpstreamError,
@@ -112,13 +114,16 @@ class DirectLineClient:
     def __repr__(self) -> str:
         return f"DirectLineClient(endpoint={self.endpoint!r}, timeout={self.timeout!r})"
 
-    def _template(self, path: str) -> requests.PreparedRequest:
-        """The call to `path` prepared once (URL, the session's headers) and copied per call: about
-        a third of requests' own cost per call is preparing what is the same every time."""
+    def _template(self, method: str, path: str) -> requests.PreparedRequest:
+        """The call prepared once (URL, the session's headers) and copied per call: about a third
+        of requests' own cost per call is preparing what is the same every time. Only the token
+        routes are kept; a reconnect's path names its conversation."""
         template = self._templates.get(path)
         if template is None:
-            request = requests.Request("POST", f"{self.endpoint}/{path}", headers=JSON_CONTENT)
-            template = self._templates[path] = self.session.prepare_request(request)
+            request = requests.Request(method, f"{self.endpoint}/{path}", headers=JSON_CONTENT)
+            template = self.session.prepare_request(request)
+            if path.startswith("tokens/"):
+                self._templates[path] = template
         return template
 
     def close(self) -> None:
@@ -135,17 +140,28 @@ class DirectLineClient:
         """Refresh a caller's Direct Line token; the secret is not used."""
         return self._call("tokens/refresh", token, None, _rejected_token)
 
+    def reconnect(self, conversation_id: str) -> JsonObject:
+        """A fresh token for an existing conversation, with the secret (Direct Line's documented
+        reconnect); ConversationGone when Direct Line no longer knows the conversation."""
+        path = f"conversations/{quote(conversation_id, safe='')}"
+        return self._call(path, self._secret, None, _rejected_reconnect, method="GET")
+
     def _call(
         self,
         path: str,
         bearer: str,
         body: JsonObject | None,
         on_rejected: Callable[[int], ServiceError],
+        *,
+        method: str = "POST",
     ) -> JsonObject:
         deadline = self._clock() + self.timeout
+        request = self._template(method, path).copy()
+        request.headers["Authorization"] = f"Bearer {bearer}"
+        request.prepare_body(None if body is None else json.dumps(body).encode(), None)
         for attempt in (1, 2):
             try:
-                return self._attempt(path, bearer, body, on_rejected, deadline)
+                return self._attempt(request, on_rejected, deadline)
             except _Retryable as failure:
                 # Jitter only spreads the retries of many instances: no secret, no crypto needed.
                 pause = random.uniform(*RETRY_PAUSE)  # noqa: S311  # nosec B311
@@ -158,18 +174,13 @@ class DirectLineClient:
 
     def _attempt(
         self,
-        path: str,
-        bearer: str,
-        body: JsonObject | None,
+        request: requests.PreparedRequest,
         on_rejected: Callable[[int], ServiceError],
         deadline: float,
     ) -> JsonObject:
         left = deadline - self._clock()
         if left <= 0:
             raise UpstreamTimeout()
-        request = self._template(path).copy()
-        request.headers["Authorization"] = f"Bearer {bearer}"
-        request.prepare_body(None if body is None else json.dumps(body).encode(), None)
         try:
             response = self.session.send(
                 request,
@@ -232,6 +243,12 @@ def _rejected_secret(status: int) -> ServiceError:
         f"Direct Line refused the token request (HTTP {status}); check DIRECT_LINE_SECRET "
         "and DIRECT_LINE_ENDPOINT."
     )
+
+
+def _rejected_reconnect(status: int) -> ServiceError:
+    if status == 404:
+        return ConversationGone()
+    return _rejected_secret(status)
 
 
 def _rejected_token(status: int) -> ServiceError:

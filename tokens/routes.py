@@ -26,6 +26,7 @@ log = logging.getLogger("tokens.routes")
 ROUTES: Final[dict[str, dict[str, str]]] = {
     "directline/token": {"POST": "issue_token", "OPTIONS": "preflight"},
     "directline/refresh": {"POST": "refresh_token", "OPTIONS": "preflight"},
+    "directline/resume": {"POST": "resume", "OPTIONS": "preflight"},
     "health": {"GET": "health"},
 }
 DEFAULT_CONCURRENCY = 32  # the Functions Python worker's default thread count on a small instance

@@ -1,4 +1,4 @@
-"""The use cases: issue a token, refresh a token, answer a preflight, report health.
+"""The use cases: issue, refresh and resume tokens, answer a preflight, report health, warm up.
 
 Orchestration only: each step is a call into the module that owns it, and every outcome of a POST,
 good or bad, leaves exactly one audit record.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tokens import audit, origins, warmup
-from tokens.body import MAX_BODY_BYTES, parse_token_body
+from tokens.body import MAX_BODY_BYTES, parse_resume_body, parse_token_body
 from tokens.clientip import client_address, for_audit, rate_limit_network
 from tokens.directline import DirectLineClient, new_session
 from tokens.errors import (
@@ -28,6 +28,7 @@ from tokens.http import Request, Response, error_response, json_response
 from tokens.identity import Identity, bearer_token, build_identity
 from tokens.ratelimit import RateLimiter
 from tokens.settings import Problem, Settings, SettingsError, derive_handle_key
+from tokens.tickets import Tickets, check_owner
 
 log = logging.getLogger("tokens.service")
 
@@ -35,6 +36,7 @@ log = logging.getLogger("tokens.service")
 class Service(Protocol):
     def issue_token(self, request: Request) -> Response: ...
     def refresh_token(self, request: Request) -> Response: ...
+    def resume(self, request: Request) -> Response: ...
     def preflight(self, request: Request) -> Response: ...
     def health(self, request: Request) -> Response: ...
     def warm_up(self, *, past_due: bool) -> None: ...
@@ -58,6 +60,7 @@ class TokenService:
         client: DirectLineClient,
         identity: Identity,
         limiter: RateLimiter,
+        tickets: Tickets,
         *,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -65,6 +68,8 @@ class TokenService:
         self.client = client
         self.identity = identity
         self.limiter = limiter
+        self.tickets = tickets
+        self.refusals = origins.RefusalLog()
         self._clock = clock
 
     # -- routes -------------------------------------------------------------------------------
@@ -75,11 +80,15 @@ class TokenService:
     def refresh_token(self, request: Request) -> Response:
         return self._audited("directline.refresh", request, self._refresh)
 
+    def resume(self, request: Request) -> Response:
+        return self._audited("directline.resume", request, self._resume)
+
     def preflight(self, request: Request) -> Response:
         origin = request.header("origin")
         if origin is None:
             return Response(204, None, {"Allow": origins.CORS_ALLOW_METHODS, "Vary": "Origin"})
         if not origins.is_allowed(origin, self.settings.allowed_origins):
+            self.refusals.refused(origin, "a preflight")
             return error_response(OriginNotAllowed())
         return Response(204, None, origins.preflight_headers(origin))
 
@@ -101,8 +110,32 @@ class TokenService:
         if caller.name:
             user["name"] = caller.name
         answer = self.client.generate(user, trusted_origins)
-        outcome.conversation_id = _text(answer.get("conversationId"))
+        outcome.conversation_id = answer["conversationId"]
         payload = {**answer, "userId": caller.user_id, "domain": self.client.endpoint, **caller.answer_fields}
+        ticket = self.tickets.issue(answer["conversationId"], caller.user_id)
+        if ticket is not None:
+            payload["conversationTicket"] = ticket
+        return json_response(200, payload)
+
+    def _resume(self, request: Request, outcome: _Outcome) -> Response:
+        self._check_origin(request)
+        body = parse_resume_body(request.body, request.header("content-type"))
+        caller = self.identity.identify(request.headers, body, _address_key(outcome.client_address))
+        outcome.user_id = caller.user_id
+        self.limiter.check(caller.limit_keys)  # the same allowance as a new token
+        ticket = self.tickets.read(body["conversationTicket"])
+        outcome.conversation_id = ticket.conversation_id
+        check_owner(ticket, caller.user_id)  # before Direct Line hears of it
+        answer = self.client.reconnect(ticket.conversation_id)
+        payload = {
+            "conversationId": ticket.conversation_id,
+            "token": answer["token"],
+            "expires_in": answer.get("expires_in"),
+            "userId": caller.user_id,
+            "domain": self.client.endpoint,
+            "conversationTicket": self.tickets.issue(ticket.conversation_id, caller.user_id),
+            **caller.answer_fields,
+        }
         return json_response(200, payload)
 
     def _refresh(self, request: Request, outcome: _Outcome) -> Response:
@@ -114,9 +147,9 @@ class TokenService:
             raise Unauthorized("Send the Direct Line token to refresh as Authorization: Bearer <token>.")
         self.limiter.check([_address_key(outcome.client_address)], pool="refresh")
         answer = self.client.refresh(token)
-        outcome.conversation_id = _text(answer.get("conversationId"))
+        outcome.conversation_id = answer["conversationId"]
         payload = {
-            "conversationId": answer.get("conversationId"),
+            "conversationId": answer["conversationId"],
             "token": answer.get("token"),
             "expires_in": answer.get("expires_in"),
             "domain": self.client.endpoint,
@@ -129,6 +162,7 @@ class TokenService:
         if origin is None:
             return []
         if not origins.is_allowed(origin, self.settings.allowed_origins):
+            self.refusals.refused(origin, "a POST")
             raise OriginNotAllowed()
         return [origin]
 
@@ -193,6 +227,9 @@ class MisconfiguredService:
     def refresh_token(self, request: Request) -> Response:
         return self._fail("directline.refresh", request)
 
+    def resume(self, request: Request) -> Response:
+        return self._fail("directline.resume", request)
+
     def preflight(self, request: Request) -> Response:
         return error_response(Misconfigured())
 
@@ -226,10 +263,6 @@ def _address_key(client_address: str) -> str:
     return "ip:" + rate_limit_network(client_address)
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def build_service(settings: Settings, *, concurrency: int = 32) -> TokenService:
     """The service for these settings; `concurrency` is how many requests may call Direct Line at
     once, so that its connection pool keeps one warm connection for each."""
@@ -245,7 +278,8 @@ def build_service(settings: Settings, *, concurrency: int = 32) -> TokenService:
     limiter = RateLimiter(
         settings.rate_limit, settings.global_rate_limit, settings.rate_limit_storage, namespace=namespace
     )
-    return TokenService(settings, client, build_identity(settings), limiter)
+    tickets = Tickets(settings.user_handle_key, settings.conversation_ttl)
+    return TokenService(settings, client, build_identity(settings), limiter, tickets)
 
 
 def service_from_env(*, concurrency: int = 32) -> Service:

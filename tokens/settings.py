@@ -90,6 +90,7 @@ class Settings(NamedTuple):
     warmup_url: str | None
     warmup_schedule: str
     audit_client_ip: str
+    conversation_ttl: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -198,6 +199,11 @@ def _int_in(low: int, high: int) -> Callable[[str], int | None]:
         return value if low <= value <= high else None
 
     return read
+
+
+def _ttl_or_off(text: str) -> int | None:
+    value = int(text)
+    return value if value == 0 or 300 <= value <= 2_592_000 else None
 
 
 def _timeout(text: str) -> float | None:
@@ -338,6 +344,10 @@ SETTINGS: dict[str, Setting] = {
     "AUDIT_CLIENT_IP": Setting(
         "audit_client_ip", "truncated", _one_of(*AUDIT_CLIENT_IP_MODES),
         "must be one of full, truncated, none",
+    ),
+    "CONVERSATION_TTL": Setting(
+        "conversation_ttl", "86400", _ttl_or_off,
+        "must be 0 (resuming off) or a whole number of seconds from 300 to 2592000 (30 days)",
     ),
 }
 
