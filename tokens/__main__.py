@@ -15,7 +15,8 @@ from tokens.settings import SettingsError, is_loopback_host, load_settings
 DEMO_BANNER = """
 ==========================================================================================
   DEMO MODE: tokens come from the embedded Direct Line EMULATOR with an echo bot, not Azure.
-  Nothing here talks to the Bot Framework. Open {url} to chat.
+  Nothing here talks to the Bot Framework. Open {url} to chat,
+  or {url}widget.html for the chat behind a button, as on every page of a site.
 ==========================================================================================
 """
 # Chosen by measurement (benchmarks/RESULTS.md): on 2 CPUs, 2 processes of 12 threads gave the best

@@ -35,7 +35,13 @@ log = logging.getLogger("tokens.server")
 API_PREFIX = "/api/"
 ROOT = Path(__file__).resolve().parent.parent
 WEB_DIR = ROOT / "web"
-PAGES = {"/": "index.html", "/index.html": "index.html", "/token-client.js": "token-client.js"}
+PAGES = {
+    "/": "index.html",
+    "/index.html": "index.html",
+    "/widget.html": "widget.html",
+    "/token-client.js": "token-client.js",
+    "/chat.js": "chat.js",
+}
 OPENAPI_PATH = "/api/openapi.yaml"
 OPENAPI_FILE = ROOT / "openapi.yaml"
 MAX_REQUEST_BODY = 1024 * 1024  # waitress refuses anything larger before the app sees it
