@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.processes import ask_for_token, naive_command, node_command, serve_command, started
+from benchmarks.processes import Server, ask_for_token, naive_command, node_command, serve_command, started
 from benchmarks.stats import median
 from tests.served import ROOT, free_port
 
@@ -55,7 +55,7 @@ class ColdStartResult:
     import_ms: dict[str, tuple[float, ...]]  # "app" / "base" -> import time, per run
     errors: int  # first token requests that got no token
     import_profile: tuple[tuple[str, float], ...]  # (top-level package, median ms), largest first
-    compile_ms: float  # median time to compile the app's sources that a token request loads
+    compile_ms: float  # median of `runs` compiles of the app's sources that a token request loads
     compiled_files: int
 
     def median_first_token(self, kind: str) -> float:
@@ -99,7 +99,7 @@ def measure_cold_start(
         import_ms=_frozen(imports),
         errors=errors,
         import_profile=import_profile(env, profile_runs),
-        compile_ms=median([compile_sources(sources) for _ in range(5)]),
+        compile_ms=median([compile_sources(sources) for _ in range(runs)]),
         compiled_files=len(sources),
     )
 
@@ -113,7 +113,7 @@ def first_token(kind: str, env: Mapping[str, str], work: Path) -> tuple[float, f
     fresh server process of this kind, timed from just before it is started."""
     port = free_port()
     began = time.perf_counter()
-    with started(SERVERS[kind](port), env, port, work / f"cold-{kind}.log"):
+    with started(env, Server(SERVERS[kind](port), port, work / f"cold-{kind}.log")):
         listening = time.perf_counter()
         ok = ask_for_token(port)
         done = time.perf_counter()

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from benchmarks.load import run_python, run_wrk, wrk_path
-from benchmarks.processes import cpu_seconds, node_command, serve_command, started, token_url
+from benchmarks.processes import Server, cpu_seconds, node_command, serve_command, started, token_url
 from benchmarks.results import Level, MemoryResult, Plan, ThroughputResult
 from tests.served import ServedApp, child_environment, free_port
 
@@ -26,10 +26,11 @@ def measure_throughput(settings: Mapping[str, str], plan: Plan, work: Path) -> T
     env = child_environment(settings)
     serve_port, node_port = free_port(), free_port()
     flags = ("--workers", str(plan.serve_workers), "--threads", str(plan.serve_threads))
-    with (
-        started(serve_command(serve_port, *flags), env, serve_port, work / "serve-throughput.log") as serve,
-        started(node_command(node_port), env, node_port, work / "node.log") as node,
-    ):
+    with started(
+        env,
+        Server(serve_command(serve_port, *flags), serve_port, work / "serve-throughput.log"),
+        Server(node_command(node_port), node_port, work / "node.log"),
+    ) as (serve, node):
         servers = {"serve": (token_url(serve_port), serve.pid), "node": (token_url(node_port), node.pid)}
         if plan.warmup_seconds:  # pools, caches, threads
             for url, _ in servers.values():
@@ -57,8 +58,9 @@ def measure_memory(settings: Mapping[str, str], plan: Plan, work: Path) -> Memor
     command = serve_command(port, "--workers", "1", "--threads", str(plan.serve_threads))
     checkpoints: list[tuple[int, int]] = []
     answered = errors = 0
-    with started(command, child_environment(settings), port, work / "serve-memory.log") as process:
-        app = ServedApp(process, f"http://127.0.0.1:{port}", work / "serve-memory.log")
+    log_path = work / "serve-memory.log"
+    with started(child_environment(settings), Server(command, port, log_path)) as (process,):
+        app = ServedApp(process, f"http://127.0.0.1:{port}", log_path)
         for target in plan.memory_checkpoints:
             load = run_python(app.token_url, plan.memory_concurrency, total=target - answered)
             answered += load.requests

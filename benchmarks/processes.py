@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.inprocess import TOKEN_BODY
@@ -41,19 +42,30 @@ def token_url(port: int) -> str:
     return f"http://127.0.0.1:{port}{TOKEN_PATH}"
 
 
+@dataclass(frozen=True)
+class Server:
+    command: list[str]
+    port: int  # where it listens
+    log_path: Path  # where its output goes
+
+
 @contextlib.contextmanager
-def started(
-    command: list[str], env: Mapping[str, str], port: int, log_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `command` (its output to `log_path`), wait until it accepts connections on `port`, and
-    stop it afterwards, whatever happens."""
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+def started(env: Mapping[str, str], *servers: Server) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start every server at once, wait until each accepts connections on its port, and stop them
+    all afterwards, whatever happens."""
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        _wait_listening(process, port, log_path)
-        yield process
+        for server in servers:
+            with server.log_path.open("ab") as log:
+                processes.append(
+                    subprocess.Popen(server.command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                )
+        for server, process in zip(servers, processes, strict=True):
+            _wait_listening(process, server.port, server.log_path)
+        yield processes
     finally:
-        stop_process(process)
+        for process in processes:
+            stop_process(process)
 
 
 def _wait_listening(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:

@@ -52,7 +52,7 @@ class Plan:
             overhead_samples=by_mode(600, 40, 1),
             overhead_warmup=by_mode(10, 10, 0),
             profile_samples=by_mode(300, 20, 1),
-            concurrency=(1, 8, 32, 64),
+            concurrency=by_mode((1, 8, 32, 64), (1, 8, 32, 64), (1, 64)),
             load_seconds=by_mode(10.0, 2.0, 0.02),
             warmup_seconds=by_mode(2.0, 1.0, 0.0),
             python_load_only=by_mode(False, False, True),
