@@ -7,11 +7,16 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from tests.certs import make_certificate
 from tests.conftest import AuditLog, ServiceFactory, payload, token_request
 from tests.fakes import SECRET, FakeDirectLine, refused_url
+from tokens import trust
+from tokens.directline import DirectLineClient, new_session
+from tokens.errors import UpstreamUnavailable
 
 UPSTREAM_SECRET_BODY = b'{"error":{"code":"BadArgument","message":"internal detail 9f8e7d"}}'
 
@@ -168,3 +173,23 @@ def test_a_strange_retry_after_never_breaks_the_answer(
     assert payload(response)["error"]["code"] == "upstream_unavailable"
     retry_after = response.all_headers().get("Retry-After")
     assert retry_after is None or 1 <= int(retry_after) <= 60
+
+
+def test_tls_to_direct_line_is_verified_against_the_configured_bundle_once_per_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certs = make_certificate(tmp_path)
+    upstream = FakeDirectLine(tls=certs)
+    try:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certs.ca_bundle))
+        client = DirectLineClient(upstream.base_url, SECRET, 5.0, session=new_session(upstream.base_url, 2))
+        first = client.generate({"id": "dl_a"}, [])
+        client.session.close()  # the next call opens a new connection: verified with the same store
+        assert client.generate({"id": "dl_b"}, [])["token"] != first["token"]
+        assert trust.context() is trust.context()
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # certifi's roots do not know the fake's certificate
+        stranger = DirectLineClient(upstream.base_url, SECRET, 5.0, session=new_session(upstream.base_url, 2))
+        with pytest.raises(UpstreamUnavailable):
+            stranger.generate({"id": "dl_c"}, [])
+    finally:
+        upstream.close()

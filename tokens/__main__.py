@@ -53,7 +53,10 @@ def _url_host(host: str) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from tokens import logs, server
+    import threading
+
+    from tokens import logs, server, trust
+
 
     logging.basicConfig(level=logging.INFO, handlers=[logs.stderr_handler()], force=True)
     if args.demo:
@@ -67,6 +70,13 @@ def serve(args: argparse.Namespace) -> int:
         log.error("Cannot listen on %s port %s: %s", args.host, args.port, error.strerror or error)
         return 1
     port = groups[0][0].getsockname()[1]
+    # The trust store takes a while to parse, and the first request needs it: start now, on a thread
+    # of its own; or before the workers fork, so that each starts with it (a fork must not copy a
+    # thread's half-done work).
+    if args.workers == 1:
+        threading.Thread(target=trust.context, name="trust-store", daemon=True).start()
+    else:
+        trust.context()
     page_host = _url_host("127.0.0.1" if _is_unspecified(args.host) else args.host)
     demo = None
     if args.demo:

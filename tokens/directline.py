@@ -14,7 +14,6 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from tokens import trust
 from tokens.errors import (
     ConversationGone,
     ServiceError,
@@ -58,6 +58,19 @@ class _Retryable(Exception):
         self.error = error
 
 
+class _LoadedTrust(HTTPAdapter):
+    """Verifies against a trust store loaded once per process. Given only the bundle's path, as
+    requests does it, urllib3 parses the whole bundle again for every new connection (about 20 ms
+    here): a cold start's first token and every connection the pool adds would pay it."""
+
+    def init_poolmanager(self, *args: Any, **options: Any) -> None:
+        super().init_poolmanager(*args, **options, ssl_context=trust.context())
+
+    def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]  # untyped in the stubs
+        conn.ca_certs = conn.ca_cert_dir = None  # already in the context: not to be loaded again
+
+
 def new_session(endpoint: str, pool_size: int = 32) -> requests.Session:
     """A pooled session keeping up to `pool_size` connections (one per thread that may call at
     once: a connection made beyond it is closed after use and costs a TLS handshake each time)."""
@@ -67,9 +80,8 @@ def new_session(endpoint: str, pool_size: int = 32) -> requests.Session:
     # Authorization header.
     session.trust_env = False
     session.proxies = requests.utils.get_environ_proxies(endpoint)  # honours NO_PROXY
-    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     # requests' own retries would ignore our deadline, so they are off; ours are explicit.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    adapter = _LoadedTrust(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = USER_AGENT
