@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,6 +219,14 @@ def test_every_checkov_skip_gives_its_reason_in_the_file() -> None:
 def test_actionlint_passes_on_the_workflows() -> None:
     result = _run(_checker("actionlint"), *sorted(WORKFLOWS.glob("*.yml")))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_checks_the_run_scripts_with_shellcheck() -> None:
+    if shutil.which("shellcheck") is None:
+        missing_prerequisite("shellcheck is missing: run bash .ci/run, or apt-get install shellcheck")
+    result = _run(_checker("actionlint"), "-verbose", *sorted(WORKFLOWS.glob("*.yml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'Rule "shellcheck" was disabled' not in result.stdout + result.stderr
 
 
 def test_zizmor_passes_offline_on_the_workflows() -> None:
