@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.prerequisites import missing_prerequisite
+from tokens.settings import SETTINGS
 
 INFRA = ROOT / "infra"
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -44,14 +45,9 @@ KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 
-# Every setting of the SPEC's settings table.
-SPEC_SETTINGS = {
-    "DIRECT_LINE_SECRET", "DIRECT_LINE_ENDPOINT", "ALLOWED_ORIGINS", "AUTH_MODE", "AUTH_JWT_ISSUER",
-    "AUTH_JWT_AUDIENCE", "AUTH_JWKS_URL", "AUTH_JWT_ALGORITHMS", "AUTH_JWT_SECRET", "AUTH_USER_CLAIM",
-    "AUTH_NAME_CLAIM", "USER_HANDLE_KEY", "USER_HANDLE_TTL", "RATE_LIMIT", "GLOBAL_RATE_LIMIT",
-    "RATE_LIMIT_STORAGE", "TRUSTED_PROXY_HOPS", "UPSTREAM_TIMEOUT", "WARMUP_URL", "WARMUP_SCHEDULE",
-    "AUDIT_CLIENT_IP", "CONVERSATION_TTL",
-}
+# Every setting the app reads: its own settings table, so that a new setting fails here until the
+# template sets it (or says why not).
+SPEC_SETTINGS = set(SETTINGS)
 # Deliberately never set by the template (docs/deploy.md says why).
 LEFT_UNSET = {"WARMUP_URL"}
 SECRET_PARAMETERS = {"directLineSecret", "userHandleKey", "authJwtSecret"}
