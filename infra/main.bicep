@@ -136,9 +136,10 @@ param auditClientIp string = 'truncated'
 @description('CONVERSATION_TTL: seconds a conversationTicket stays valid; 0 turns resuming off.')
 param conversationTtl int = 86400
 
-// IPV6-RATE-LIMIT-PREFIX: a setting that aggregates IPv6 callers by prefix for rate limiting is
-// coming (its name is not final). When it lands, add its parameter here, its line in
-// `specSettings` below, its mapping in main.parameters.json and its row in docs/deploy.md.
+@minValue(32)
+@maxValue(64)
+@description('RATE_LIMIT_IPV6_PREFIX: anonymous IPv6 callers are counted by this network (64, or 56 or 48 for stricter sites).')
+param rateLimitIpv6Prefix int = 64
 
 // ---------------------------------------------------------------------------------------------
 // Shared rate limits
@@ -297,6 +298,7 @@ var specSettings = {
   WARMUP_SCHEDULE: warmupSchedule
   AUDIT_CLIENT_IP: auditClientIp
   CONVERSATION_TTL: string(conversationTtl)
+  RATE_LIMIT_IPV6_PREFIX: string(rateLimitIpv6Prefix)
   // WARMUP_URL stays unset: the app derives https://$WEBSITE_HOSTNAME/api/health, which is right.
 }
 

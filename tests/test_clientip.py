@@ -254,3 +254,10 @@ def test_truncated_audit_address_is_the_network_of_the_address(
     prefix = 24 if real.version == 4 else 48
     assert ipaddress.ip_address(shown) == ipaddress.ip_network(f"{real}/{prefix}", strict=False).network_address
     assert for_audit(str(address), "none") is None
+
+
+def test_a_stricter_site_counts_ipv6_callers_by_a_wider_network() -> None:
+    neighbours = ["2001:db8:0:1::1", "2001:db8:0:ff::1"]  # two /64s of one /56
+    assert len({rate_limit_network(address) for address in neighbours}) == 2
+    assert len({rate_limit_network(address, 56) for address in neighbours}) == 1
+    assert rate_limit_network("2001:db8:0:ff::1", 48) == "2001:db8::/48"

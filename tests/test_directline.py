@@ -57,6 +57,14 @@ FAULTS = [
     Fault("200 with a JSON array", lambda f: f.then_body(b"[1, 2]"), 502, "upstream_error"),
     Fault("200 with a 10 MB body", lambda f: f.then_body(b'{"token":"' + b"a" * 10_000_000 + b'"}'), 502, "upstream_error"),
     Fault("302 redirect", lambda f: f.then_status(302, b"", Location="https://evil.example/"), 502, "upstream_error"),
+    # Only strict JSON (RFC 8259) of a sane depth is an answer: anything else would be passed on.
+    Fault("200 with NaN", lambda f: f.then_body(b'{"conversationId": "c", "token": "t", "expires_in": NaN}'), 502, "upstream_error"),
+    Fault("200 with Infinity", lambda f: f.then_body(b'{"conversationId": "c", "token": "t", "x": -Infinity}'), 502, "upstream_error"),
+    Fault("200 nested 1,500 deep", lambda f: f.then_body(b'{"conversationId": "c", "token": "t", "x": ' + b"[" * 1500 + b"]" * 1500 + b"}"), 502, "upstream_error"),
+    Fault("200 nested 9 deep", lambda f: f.then_body(b'{"conversationId": "c", "token": "t", "x": ' + b"[" * 8 + b"]" * 8 + b"}"), 502, "upstream_error"),
+    Fault("200 with a duplicate key", lambda f: f.then_body(b'{"conversationId": "c", "token": "t", "token": "u"}'), 502, "upstream_error"),
+    Fault("200 with a lone surrogate", lambda f: f.then_body(b'{"conversationId": "c", "token": "\\ud800"}'), 502, "upstream_error"),
+    Fault("200 that is not UTF-8", lambda f: f.then_body(b'{"conversationId": "c", "token": "\xff"}'), 502, "upstream_error"),
 ]
 
 
@@ -132,6 +140,11 @@ def test_no_retry_when_the_deadline_is_spent(make_service: ServiceFactory, fake:
     response = service.issue_token(token_request())
     assert response.status == 503
     assert len(fake.requests) == 1
+
+
+def test_a_flat_enough_answer_with_unknown_fields_is_passed_on(service: TokenService, fake: FakeDirectLine) -> None:
+    fake.then_body(b'{"conversationId": "c", "token": "t", "expires_in": 1800, "x": [[[["deep enough"]]]]}')
+    assert payload(service.issue_token(token_request()))["x"] == [[[["deep enough"]]]]
 
 
 def test_upstream_connections_are_pooled(make_service: ServiceFactory, fake: FakeDirectLine) -> None:

@@ -179,6 +179,11 @@ def test_numeric_user_claim_is_used_as_text(make_service: ServiceFactory, idp: I
     assert payload(ask(service, KEY.sign(claims(uid=12345))))["userId"] == "dl_12345"
 
 
+def test_a_numeric_sub_is_used_as_text(service: TokenService) -> None:
+    """Some identity providers send `sub` as a number, which PyJWT's own check of `sub` refuses."""
+    assert payload(ask(service, KEY.sign(claims(sub=12345))))["userId"] == "dl_12345"
+
+
 # -- refused ------------------------------------------------------------------------------------
 
 

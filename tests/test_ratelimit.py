@@ -506,3 +506,9 @@ def test_counter_memory_is_dropped_once_both_windows_have_passed() -> None:
     clock.advance(180)
     limiter.check(["ip:late"])
     assert len(limiter.local) == 2
+
+
+def test_rotating_through_a_56_gains_nothing_where_the_site_counts_by_56(make_service: ServiceFactory) -> None:
+    service = make_service(RATE_LIMIT="2/minute", RATE_LIMIT_IPV6_PREFIX="56", TRUSTED_PROXY_HOPS="1")
+    addresses = [f"[2001:db8:0:{n:x}::1]" for n in range(4)]  # four /64s of one /56
+    assert statuses([issue(service, address) for address in addresses]) == [200, 200, 429, 429]

@@ -306,3 +306,14 @@ def test_preflight_from_disallowed_origin_is_403(service: TokenService) -> None:
 def test_preflight_writes_no_audit_record(service: TokenService, audit: AuditLog) -> None:
     service.preflight(token_request(method="OPTIONS"))
     assert audit.records == []
+
+
+@pytest.mark.parametrize("origin", [ALLOWED, "https://evil.example", None])
+def test_every_answer_that_an_origin_could_change_says_vary_origin(service: TokenService, origin: str | None) -> None:
+    answers = [
+        service.preflight(token_request(method="OPTIONS", origin=origin)),
+        service.health(token_request(method="GET", origin=origin)),
+        service.issue_token(token_request({}, origin=origin)),
+        service.refresh_token(token_request(None, origin=origin)),
+    ]
+    assert [answer.all_headers().get("Vary") for answer in answers] == ["Origin"] * 4

@@ -242,3 +242,13 @@ def test_conversation_tickets_last_a_day_by_default_and_0_turns_resuming_off() -
 @pytest.mark.parametrize("value", ["-1", "59", "299", "2592001", "1.5", "day"])
 def test_a_conversation_ttl_out_of_range_is_refused(value: str) -> None:
     assert set(_problems(CONVERSATION_TTL=value)) == {"CONVERSATION_TTL"}
+
+
+def test_ipv6_callers_are_counted_by_their_64_by_default_and_a_wider_network_on_request() -> None:
+    assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET}).rate_limit_ipv6_prefix == 64
+    assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "RATE_LIMIT_IPV6_PREFIX": "48"}).rate_limit_ipv6_prefix == 48
+
+
+@pytest.mark.parametrize("value", ["31", "65", "128", "/56", "wide"])
+def test_an_ipv6_prefix_out_of_range_is_refused(value: str) -> None:
+    assert set(_problems(RATE_LIMIT_IPV6_PREFIX=value)) == {"RATE_LIMIT_IPV6_PREFIX"}

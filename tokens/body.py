@@ -2,49 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from tokens import strictjson
 from tokens.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from tokens.text import MAX_NAME_LENGTH, has_control
 
 MAX_BODY_BYTES = 4096
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # With duplicate keys, which value wins depends on the parser; refuse instead of guessing.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise InvalidRequest(f"The key {key[:32]!r} appears more than once in the body.")
-        result[key] = value
-    return result
-
-
-def _refuse_constant(name: str) -> Any:
-    # Python's json reads NaN, Infinity and -Infinity, which JSON (RFC 8259) does not have.
-    raise ValueError(f"{name} is not JSON")
-
-
-def _is_unicode_text(data: Any) -> bool:
-    """False when a string anywhere in the parsed body holds a lone surrogate.
-
-    JSON's `\\ud800` escapes can spell a half of a UTF-16 pair that no UTF-8 body could carry; such a
-    body is not valid Unicode text (RFC 7493, I-JSON), and passing the string on would fail wherever it
-    is encoded again (a JWT library, a hash).
-    """
-    pending = [data]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if any("\ud800" <= ch <= "\udfff" for ch in item):
-                return False
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return True
 
 
 def is_json_media_type(content_type: str | None) -> bool:
@@ -87,15 +51,9 @@ def _json_object(body: bytes, content_type: str | None) -> dict[str, Any]:
     if not is_json_media_type(content_type):
         raise UnsupportedMediaType()
     try:
-        data = json.loads(
-            body.decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant
-        )
-    except InvalidRequest:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidRequest("The request body is not valid UTF-8 JSON.") from None
-    if not _is_unicode_text(data):
-        raise InvalidRequest("The request body is not valid UTF-8 JSON: it escapes a lone surrogate.")
+        data = strictjson.loads(body)
+    except strictjson.NotStrictJson as error:
+        raise InvalidRequest(f"The request body is not valid UTF-8 JSON: {error}.") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return data

@@ -24,7 +24,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from tokens import trust
+from tokens import strictjson, trust
 from tokens.errors import (
     ConversationGone,
     ServiceError,
@@ -39,6 +39,7 @@ log = logging.getLogger("tokens.directline")
 
 MAX_RESPONSE_BYTES = 64 * 1024  # a token answer is under 2 KB; anything near this is not one
 MAX_RETRY_AFTER = 60
+MAX_ANSWER_DEPTH = 8  # a token answer is a flat object; anything deeper is not one
 CONNECT_TIMEOUT = 3.05
 RETRY_PAUSE = (0.05, 0.15)  # seconds, jittered so that many instances do not retry in step
 MIN_RETRY_BUDGET = 0.25  # a retry needs at least this long left to have a chance
@@ -271,9 +272,9 @@ def _rejected_token(status: int) -> ServiceError:
 
 def _parse_token_answer(raw: bytes) -> JsonObject:
     try:
-        answer = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UpstreamError("Direct Line's answer was not JSON.") from None
+        answer = strictjson.loads(raw, max_depth=MAX_ANSWER_DEPTH)
+    except strictjson.NotStrictJson:
+        raise UpstreamError("Direct Line's answer was not strict JSON.") from None
     if not isinstance(answer, dict):
         raise UpstreamError("Direct Line's answer was not a JSON object.")
     token, conversation = answer.get("token"), answer.get("conversationId")

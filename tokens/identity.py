@@ -142,9 +142,11 @@ class EasyAuthIdentity:
         if not principal or len(principal) > 1024:
             raise Unauthorized("Sign in first: no App Service Authentication principal was found.")
         # With several providers on one app, two people may share an id (numeric ids of Google and
-        # Facebook, say): qualify the id by its provider. Entra ID's object ids are unique already.
+        # Facebook, say): qualify the id by its provider. The two are joined with a line break, which
+        # no header value holds, so no provider and id can spell another pair (as "a_b" + "c" and
+        # "a" + "b_c" would with "_"); the result is hashed. Entra ID's object ids are unique already.
         provider = headers.get("x-ms-client-principal-idp", "").strip().lower()
-        claim = principal if provider in ("", "aad") else f"{provider}_{principal}"
+        claim = principal if provider in ("", "aad") else f"{provider}\n{principal}"
         return signed_in(user_id_from_claim(claim), clean_name(headers.get("x-ms-client-principal-name")))
 
 

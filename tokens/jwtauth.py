@@ -199,7 +199,9 @@ class JwtIdentity:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=JWT_LEEWAY,
-                options={"require": ["exp", "iss", "aud"]},
+                # The user claim is checked below, where a number is taken as text: PyJWT's own check
+                # of `sub` refuses numbers, which some identity providers send.
+                options={"require": ["exp", "iss", "aud"], "verify_sub": False},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("The bearer token has expired.") from None

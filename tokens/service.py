@@ -89,11 +89,11 @@ class TokenService:
             return Response(204, None, {"Allow": origins.CORS_ALLOW_METHODS, "Vary": "Origin"})
         if not origins.is_allowed(origin, self.settings.allowed_origins):
             self.refusals.refused(origin, "a preflight")
-            return error_response(OriginNotAllowed())
+            return _varies(error_response(OriginNotAllowed()))
         return Response(204, None, origins.preflight_headers(origin))
 
     def health(self, request: Request) -> Response:
-        return self._with_cors(request, json_response(200, {"status": "ok"}))
+        return self._with_cors(request, _varies(json_response(200, {"status": "ok"})))
 
     def warm_up(self, *, past_due: bool) -> None:
         warmup.ping(self.settings.warmup_url, past_due=past_due)
@@ -103,7 +103,7 @@ class TokenService:
     def _issue(self, request: Request, outcome: _Outcome) -> Response:
         trusted_origins = self._check_origin(request)
         body = parse_token_body(request.body, request.header("content-type"))
-        caller = self.identity.identify(request.headers, body, _address_key(outcome.client_address))
+        caller = self.identity.identify(request.headers, body, self._address_key(outcome.client_address))
         outcome.user_id = caller.user_id
         self.limiter.check(caller.limit_keys)
         user: dict[str, Any] = {"id": caller.user_id}
@@ -120,7 +120,7 @@ class TokenService:
     def _resume(self, request: Request, outcome: _Outcome) -> Response:
         self._check_origin(request)
         body = parse_resume_body(request.body, request.header("content-type"))
-        caller = self.identity.identify(request.headers, body, _address_key(outcome.client_address))
+        caller = self.identity.identify(request.headers, body, self._address_key(outcome.client_address))
         outcome.user_id = caller.user_id
         self.limiter.check(caller.limit_keys)  # the same allowance as a new token
         ticket = self.tickets.read(body["conversationTicket"])
@@ -145,7 +145,7 @@ class TokenService:
         token = bearer_token(request.headers)
         if token is None:
             raise Unauthorized("Send the Direct Line token to refresh as Authorization: Bearer <token>.")
-        self.limiter.check([_address_key(outcome.client_address)], pool="refresh")
+        self.limiter.check([self._address_key(outcome.client_address)], pool="refresh")
         answer = self.client.refresh(token)
         outcome.conversation_id = answer["conversationId"]
         payload = {
@@ -165,6 +165,10 @@ class TokenService:
             self.refusals.refused(origin, "a POST")
             raise OriginNotAllowed()
         return [origin]
+
+    def _address_key(self, client_address: str) -> str:
+        """What a caller's network address is counted on (see tokens/clientip.py)."""
+        return "ip:" + rate_limit_network(client_address, self.settings.rate_limit_ipv6_prefix)
 
     def _client_address(self, request: Request) -> str:
         return client_address(
@@ -187,8 +191,7 @@ class TokenService:
             log.exception("Unexpected failure in %s", event)
             reason = Misconfigured.code
             response = error_response(Misconfigured("The service failed unexpectedly."))
-        response = self._with_cors(request, response)
-        response.headers.setdefault("Vary", "Origin")
+        response = _varies(self._with_cors(request, response))
         audit.emit(
             audit.build_record(
                 event=event,
@@ -231,10 +234,10 @@ class MisconfiguredService:
         return self._fail("directline.resume", request)
 
     def preflight(self, request: Request) -> Response:
-        return error_response(Misconfigured())
+        return _varies(error_response(Misconfigured()))
 
     def health(self, request: Request) -> Response:
-        return json_response(503, {"status": "misconfigured", "problems": self.error.setting_names})
+        return _varies(json_response(503, {"status": "misconfigured", "problems": self.error.setting_names}))
 
     def warm_up(self, *, past_due: bool) -> None:
         warmup.ping(None, past_due=past_due)  # the URL is a setting, and the settings are broken
@@ -259,8 +262,13 @@ class MisconfiguredService:
         return response
 
 
-def _address_key(client_address: str) -> str:
-    return "ip:" + rate_limit_network(client_address)
+def _varies(response: Response) -> Response:
+    """Marks an answer that another Origin could change (its CORS headers), so that no cache
+    between the browser and the service gives one origin's answer to another."""
+    response.headers["Vary"] = "Origin"
+    return response
+
+
 
 
 def build_service(settings: Settings, *, concurrency: int = 32) -> TokenService:

@@ -91,6 +91,7 @@ class Settings(NamedTuple):
     warmup_schedule: str
     audit_client_ip: str
     conversation_ttl: int
+    rate_limit_ipv6_prefix: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -344,6 +345,10 @@ SETTINGS: dict[str, Setting] = {
     "AUDIT_CLIENT_IP": Setting(
         "audit_client_ip", "truncated", _one_of(*AUDIT_CLIENT_IP_MODES),
         "must be one of full, truncated, none",
+    ),
+    "RATE_LIMIT_IPV6_PREFIX": Setting(
+        "rate_limit_ipv6_prefix", "64", _int_in(32, 64),
+        "must be a prefix length from 32 to 64, such as 64 (one connection), 56 or 48 (stricter)",
     ),
     "CONVERSATION_TTL": Setting(
         "conversation_ttl", "86400", _ttl_or_off,
