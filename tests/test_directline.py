@@ -17,6 +17,7 @@ from tests.fakes import SECRET, FakeDirectLine, refused_url
 from tokens import trust
 from tokens.directline import DirectLineClient, new_session
 from tokens.errors import UpstreamUnavailable
+from tokens.service import TokenService
 
 UPSTREAM_SECRET_BODY = b'{"error":{"code":"BadArgument","message":"internal detail 9f8e7d"}}'
 
