@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -185,12 +186,48 @@ def issue_with_handle(service: TokenService, handle: str, address: str) -> Respo
     return service.issue_token(request)
 
 
-def test_rejected_user_handle_is_not_counted(make_service: ServiceFactory, fake: FakeDirectLine) -> None:
-    service = make_service(RATE_LIMIT="1/minute")
-    forged = [issue_with_handle(service, "not-a-handle", "203.0.113.7") for _ in range(3)]
-    assert statuses(forged) == [401, 401, 401]
-    assert issue(service, "203.0.113.7").status == 200
+def test_forged_handles_count_against_the_address_and_turn_into_429s(
+    make_service: ServiceFactory, fake: FakeDirectLine
+) -> None:
+    """Denials count: a flood of forged credentials from one address is throttled like tokens are."""
+    service = make_service(RATE_LIMIT="3/minute")
+    forged = [issue_with_handle(service, "not-a-handle", "203.0.113.7") for _ in range(5)]
+    assert statuses(forged) == [401, 401, 401, 429, 429]
+    assert issue(service, "203.0.113.7").status == 429
+    assert issue(service, "198.51.100.1").status == 200  # another address is untouched
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"origin": "https://evil.example"},
+        {"body": b"[]"},
+        {"body": b"x" * 5000},
+        {"content_type": "text/plain", "body": b"{}"},
+    ],
+    ids=["origin", "body", "size", "media type"],
+)
+def test_every_kind_of_denial_counts_against_the_address(make_service: ServiceFactory, bad: dict[str, Any]) -> None:
+    service = make_service(RATE_LIMIT="2/minute")
+    headers = {"X-Forwarded-For": "203.0.113.7:50000"}
+    denied = [service.issue_token(token_request(headers=headers, **bad)).status for _ in range(3)]
+    assert denied[-1] == 429
+    assert issue(service, "203.0.113.7").status == 429
+
+
+def test_denials_never_use_up_the_global_allowance(make_service: ServiceFactory) -> None:
+    service = make_service(RATE_LIMIT="2/minute", GLOBAL_RATE_LIMIT="3/minute")
+    for n in range(20):
+        issue_with_handle(service, "not-a-handle", f"192.0.2.{n}")
+    assert statuses([issue(service, f"198.51.100.{n}") for n in range(4)]) == [200, 200, 200, 429]
+
+
+def test_a_signed_in_users_denied_neighbours_do_not_spend_their_successes(make_service: ServiceFactory) -> None:
+    """Signed-in callers are counted by user id: only denials are charged to their address."""
+    service = make_service(AUTH_MODE="easyauth", RATE_LIMIT="2/minute")
+    successes = [easyauth(service, f"user-{n}", "203.0.113.7").status for n in range(5)]
+    assert successes == [200] * 5  # five people behind one office address
 
 
 # -- refresh ------------------------------------------------------------------------------------

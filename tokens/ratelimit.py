@@ -225,19 +225,42 @@ class RateLimiter:
         which anyone with any bearer string can send, use up neither a caller's allowance for page
         loads nor everyone's allowance for new tokens.
         """
+        self._counting(lambda counter: self._check_with(counter, caller_keys, pool))
+
+    def refuse_if_spent(self, caller_key: str, pool: str = "token") -> None:
+        """RateLimited, counting nothing, when this caller has no allowance left (its denials count)."""
+
+        def look(counter: Counter) -> None:
+            for limit in self._per_caller:
+                _refuse_if_waiting(counter.wait(limit, f"{pool}:{caller_key}"))
+
+        self._counting(look)
+
+    def count_denial(self, caller_key: str, pool: str = "token") -> None:
+        """Charge a refused request to its caller's allowance (never to everyone's): a flood of
+        forged credentials or bad bodies turns into 429s once the caller's allowance is spent."""
+
+        def charge(counter: Counter) -> None:
+            for limit in self._per_caller:
+                counter.take(limit, f"{pool}:{caller_key}")
+
+        self._counting(charge)
+
+    def _counting(self, count: Callable[[Counter], None]) -> None:
+        """Count in the shared store, or in this process while the shared store is unreachable."""
         shared = self._shared if self._clock() >= self._shared_down_until else None
         if shared is not None:
             from limits.errors import StorageError
 
             try:
-                self._check_with(shared, caller_keys, pool)
+                count(shared)
             except StorageError as exc:
                 self._shared_failed(exc)
             else:
                 if self._shared_failing:
                     self._shared_back()
                 return
-        self._check_with(self.local, caller_keys, pool)
+        count(self.local)
 
     def close(self) -> None:
         """Close the pooled connections to the shared store; a later check simply reconnects."""

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from tokens import audit, origins, warmup
@@ -21,6 +21,8 @@ from tokens.errors import (
     Misconfigured,
     OriginNotAllowed,
     PayloadTooLarge,
+    RateLimited,
+    RequestError,
     ServiceError,
     Unauthorized,
 )
@@ -45,12 +47,13 @@ class Service(Protocol):
 class _Outcome:
     """What the audit record needs to know, filled in as the request goes along."""
 
-    __slots__ = ("client_address", "conversation_id", "user_id")
+    __slots__ = ("client_address", "conversation_id", "counted", "user_id")
 
     def __init__(self, client_address: str) -> None:
         self.client_address = client_address
         self.user_id: str | None = None
         self.conversation_id: str | None = None
+        self.counted = False  # the rate limiter counted the request (so a denial is not charged twice)
 
 
 class TokenService:
@@ -75,13 +78,13 @@ class TokenService:
     # -- routes -------------------------------------------------------------------------------
 
     def issue_token(self, request: Request) -> Response:
-        return self._audited("directline.token", request, self._issue)
+        return self._audited("directline.token", request, self._issue, "token")
 
     def refresh_token(self, request: Request) -> Response:
-        return self._audited("directline.refresh", request, self._refresh)
+        return self._audited("directline.refresh", request, self._refresh, "refresh")
 
     def resume(self, request: Request) -> Response:
-        return self._audited("directline.resume", request, self._resume)
+        return self._audited("directline.resume", request, self._resume, "token")
 
     def preflight(self, request: Request) -> Response:
         origin = request.header("origin")
@@ -105,7 +108,7 @@ class TokenService:
         body = parse_token_body(request.body, request.header("content-type"))
         caller = self.identity.identify(request.headers, body, self._address_key(outcome.client_address))
         outcome.user_id = caller.user_id
-        self.limiter.check(caller.limit_keys)
+        self._count(outcome, caller.limit_keys, "token")
         user: dict[str, Any] = {"id": caller.user_id}
         if caller.name:
             user["name"] = caller.name
@@ -122,7 +125,7 @@ class TokenService:
         body = parse_resume_body(request.body, request.header("content-type"))
         caller = self.identity.identify(request.headers, body, self._address_key(outcome.client_address))
         outcome.user_id = caller.user_id
-        self.limiter.check(caller.limit_keys)  # the same allowance as a new token
+        self._count(outcome, caller.limit_keys, "token")  # the same allowance as a new token
         ticket = self.tickets.read(body["conversationTicket"])
         outcome.conversation_id = ticket.conversation_id
         check_owner(ticket, caller.user_id)  # before Direct Line hears of it
@@ -145,7 +148,7 @@ class TokenService:
         token = bearer_token(request.headers)
         if token is None:
             raise Unauthorized("Send the Direct Line token to refresh as Authorization: Bearer <token>.")
-        self.limiter.check([self._address_key(outcome.client_address)], pool="refresh")
+        self._count(outcome, [self._address_key(outcome.client_address)], "refresh")
         answer = self.client.refresh(token)
         outcome.conversation_id = answer["conversationId"]
         payload = {
@@ -175,15 +178,26 @@ class TokenService:
             request.header("x-forwarded-for"), self.settings.trusted_proxy_hops, request.peer
         )
 
+    def _count(self, outcome: _Outcome, keys: Sequence[str], pool: str) -> None:
+        self.limiter.check(keys, pool)
+        outcome.counted = True
+
     def _audited(
-        self, event: str, request: Request, step: Callable[[Request, _Outcome], Response]
+        self, event: str, request: Request, step: Callable[[Request, _Outcome], Response], pool: str
     ) -> Response:
+        """Run one POST route's step: refused at once when its caller's address has spent its
+        allowance, charged to that address when it is denied before it was counted (denials
+        count too), and audited whatever the outcome."""
         started = self._clock()
         outcome = _Outcome(self._client_address(request))
+        address_key = self._address_key(outcome.client_address)
         reason: str | None = None
         try:
+            self.limiter.refuse_if_spent(address_key, pool)
             response = step(request, outcome)
         except ServiceError as error:
+            if isinstance(error, RequestError) and not isinstance(error, RateLimited) and not outcome.counted:
+                self.limiter.count_denial(address_key, pool)
             reason = error.code
             response = error_response(error)
         except Exception:
