@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +180,10 @@ def served(
     demo: bool = False,
     name: str = "serve",
     workers: int | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[ServedApp]:
     """`python -m tokens serve` with these settings, logging into tmp_path; a misconfigured app
     (health 503) counts as started, since some tests serve one on purpose."""
     log_path = tmp_path / f"{name}-{next(_log_serial)}.log"
-    with serving(env, log_path, demo=demo, workers=workers, ready_statuses=(200, 503)) as app:
+    with serving(env, log_path, demo=demo, workers=workers, args=args, ready_statuses=(200, 503)) as app:
         yield app

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,7 @@ def serving(
     threads: int | None = None,
     workers: int | None = None,
     demo: bool = False,
+    args: Sequence[str] = (),
     ready_statuses: Collection[int] = (200,),
 ) -> Iterator[ServedApp]:
     """Start `serve` on a free loopback port and wait until /api/health answers one of
@@ -101,6 +102,7 @@ def serving(
         command += ["--workers", str(workers)]
     if demo:
         command.append("--demo")
+    command += args
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, cwd=ROOT, env=child_environment(settings), stdout=log, stderr=subprocess.STDOUT

@@ -13,8 +13,9 @@ import pytest
 
 from tests.certs import make_certificate
 from tests.conftest import AuditLog, ServiceFactory, payload, token_request
-from tests.fakes import SECRET, FakeDirectLine, refused_url
+from tests.fakes import SECRET, Behaviour, FakeClock, FakeDirectLine, refused_url
 from tokens import trust
+from tokens.breaker import Breaker
 from tokens.directline import DirectLineClient, new_session
 from tokens.errors import UpstreamUnavailable
 from tokens.service import TokenService
@@ -207,3 +208,41 @@ def test_tls_to_direct_line_is_verified_against_the_configured_bundle_once_per_p
             stranger.generate({"id": "dl_c"}, [])
     finally:
         upstream.close()
+
+
+# -- the circuit breaker ---------------------------------------------------------------------------
+
+
+def test_after_five_failing_calls_direct_line_is_left_alone_and_callers_get_a_fast_503(
+    make_service: ServiceFactory, fake: FakeDirectLine, audit: AuditLog
+) -> None:
+    service = make_service()
+    clock = FakeClock()
+    service.client.breaker = Breaker(clock=clock)
+    fake.fail_where(lambda recorded: Behaviour("status", 503))
+    for _ in range(5):
+        assert service.issue_token(token_request()).status == 503
+    calls = len(fake.requests)
+    refused = service.issue_token(token_request())
+    assert (refused.status, payload(refused)["error"]["code"]) == (503, "upstream_unavailable")
+    assert refused.all_headers()["Retry-After"] == "10"
+    assert len(fake.requests) == calls  # not called
+    assert audit.records[-1]["outcome"] == "failed"
+    assert payload(service.health(token_request(method="GET")))["directLine"] == "unavailable"
+
+    fake.fail_where(lambda recorded: None)  # Direct Line is back
+    clock.advance(10)
+    assert service.issue_token(token_request()).status == 200  # the probe
+    assert service.issue_token(token_request()).status == 200
+    assert payload(service.health(token_request(method="GET")))["directLine"] == "available"
+
+
+def test_answers_that_show_direct_line_is_up_never_open_the_breaker(
+    make_service: ServiceFactory, fake: FakeDirectLine
+) -> None:
+    """A refused secret or throttling is an answer: Direct Line is there."""
+    service = make_service()
+    fake.fail_where(lambda recorded: Behaviour("status", 429))
+    assert [service.issue_token(token_request()).status for _ in range(8)] == [503] * 8
+    assert len(fake.requests) == 8
+    assert service.client.breaker.available

@@ -166,7 +166,7 @@ def test_token_function_answers_the_preflight(configured: FakeDirectLine) -> Non
 
 def test_health_function_needs_no_direct_line(configured: FakeDirectLine) -> None:
     response = _call("health", "GET")
-    assert (response.status_code, json.loads(response.get_body())) == (200, {"status": "ok"})
+    assert (response.status_code, json.loads(response.get_body())) == (200, {"status": "ok", "directLine": "available"})
     assert configured.requests == []
 
 

@@ -65,7 +65,7 @@ def test_resume_route_answers_through_the_server(app: ServedApp, fake_upstream: 
 
 def test_health_route(app: ServedApp) -> None:
     response = requests.get(f"{app.base_url}/api/health", timeout=5)
-    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert (response.status_code, response.json()) == (200, {"status": "ok", "directLine": "available"})
     assert response.headers["Cache-Control"] == "no-store"
 
 

@@ -58,7 +58,7 @@ def test_each_request_gets_its_own_invocation_id() -> None:
 
 def test_api_paths_are_answered_from_the_route_table(configured: FakeDirectLine) -> None:
     status, headers, body = call(HostedApp(), environ())
-    assert (status, json.loads(body)) == ("200 OK", {"status": "ok"})
+    assert (status, json.loads(body)) == ("200 OK", {"status": "ok", "directLine": "available"})
     assert headers["Cache-Control"] == "no-store"
 
 

@@ -115,12 +115,11 @@ def serve(args: argparse.Namespace) -> int:
         page_host, port, args.workers, args.threads,
     )
     try:
-        server.run(
-            groups,
-            threads=args.threads,
-            serve_pages=args.demo,
-            setup_process=logs.configure,
-        )
+        # Behind a proxy (more than one trusted hop) every connection comes from the proxy: counting
+        # connections per address would throttle everyone at once.
+        per_address = args.per_address if settings.trusted_proxy_hops <= 1 else None
+        guard = server.Guard(args.request_timeout, args.max_connections, per_address)
+        server.run(groups, server.Plan(args.threads, args.demo, logs.configure, guard))
     finally:
         if demo is not None:
             demo.stop()
@@ -131,6 +130,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0 and at most 3600")
     return value
 
 
@@ -147,6 +153,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve_parser.add_argument(
         "--threads", type=_positive, default=DEFAULT_THREADS, help="threads per process (default %(default)s)"
+    )
+    serve_parser.add_argument(
+        "--request-timeout", type=_seconds, default=10.0,
+        help="seconds for a request's headers and body to arrive, from its first byte (default %(default)s)",
+    )
+    serve_parser.add_argument(
+        "--max-connections", type=_positive, default=1000,
+        help="open connections per process (default %(default)s)",
+    )
+    serve_parser.add_argument(
+        "--per-address", type=_positive, default=100,
+        help="open connections per client address, when serve faces the clients (default %(default)s)",
     )
     serve_parser.add_argument(
         "--demo", action="store_true", help="no secret needed: use the embedded Direct Line emulator"

@@ -25,6 +25,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from tokens import strictjson, trust
+from tokens.breaker import Breaker
 from tokens.errors import (
     ConversationGone,
     ServiceError,
@@ -113,6 +114,7 @@ class DirectLineClient:
         timeout: float,
         *,
         session: requests.Session | None = None,
+        breaker: Breaker | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -120,6 +122,7 @@ class DirectLineClient:
         self._secret = secret
         self.timeout = timeout
         self.session = session or new_session(self.endpoint)
+        self.breaker = breaker or Breaker()
         self._templates: dict[str, requests.PreparedRequest] = {}
         self._clock = clock
         self._sleep = sleep
@@ -168,10 +171,28 @@ class DirectLineClient:
         *,
         method: str = "POST",
     ) -> JsonObject:
-        deadline = self._clock() + self.timeout
+        self.breaker.before_call()
         request = self._template(method, path).copy()
         request.headers["Authorization"] = f"Bearer {bearer}"
         request.prepare_body(None if body is None else json.dumps(body).encode(), None)
+        try:
+            answer = self._with_one_retry(request, path, on_rejected)
+        except _Retryable as failure:  # connection failures and 5xx, after the retry
+            self.breaker.failed()
+            raise failure.error from failure.__cause__
+        except UpstreamTimeout:
+            self.breaker.failed()
+            raise
+        except ServiceError:  # Direct Line answered, if not as hoped: it is up
+            self.breaker.succeeded()
+            raise
+        self.breaker.succeeded()
+        return answer
+
+    def _with_one_retry(
+        self, request: requests.PreparedRequest, path: str, on_rejected: Callable[[int], ServiceError]
+    ) -> JsonObject:
+        deadline = self._clock() + self.timeout
         for attempt in (1, 2):
             try:
                 return self._attempt(request, on_rejected, deadline)
@@ -180,7 +201,7 @@ class DirectLineClient:
                 pause = random.uniform(*RETRY_PAUSE)  # noqa: S311  # nosec B311
                 left = deadline - self._clock()
                 if attempt == 2 or left < pause + MIN_RETRY_BUDGET:
-                    raise failure.error from failure.__cause__
+                    raise
                 log.warning("Direct Line call %s failed (%s); retrying once", path, failure.error.code)
                 self._sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -6,8 +6,14 @@ X-Forwarded-For, exactly as Azure's front end does, so `TRUSTED_PROXY_HOPS=1` is
 server faces the clients directly; it also passes that address on as the request's peer, which
 `TRUSTED_PROXY_HOPS=0` uses.
 
-With `workers > 1` the listening socket is opened once and shared: each worker process accepts from
-it and has its own service, connection pool and (with `memory://`) rate-limit counts.
+With `workers > 1` each worker process has its own listening socket on the port (or, where the
+kernel cannot spread connections across sockets, they share one), its own service, connection pool
+and (with `memory://`) rate-limit counts.
+
+Slow clients cannot starve the server (see `Guard`): waitress reads every request on one event loop
+before a thread sees it, so a trickling client holds a connection, not a thread; connections are
+plentiful (`max_connections` per process), one address may hold only so many of them, and a request
+whose headers and body have not all arrived within `request_timeout` of its first byte is closed.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from tokens import routes
 from tokens.body import MAX_BODY_BYTES
@@ -46,6 +52,15 @@ OPENAPI_PATH = "/api/openapi.yaml"
 OPENAPI_FILE = ROOT / "openapi.yaml"
 MAX_REQUEST_BODY = 1024 * 1024  # waitress refuses anything larger before the app sees it
 BACKLOG = 1024
+IDLE_TIMEOUT = 30  # seconds a kept-alive connection may wait, between requests, for the next one
+
+
+class Guard(NamedTuple):
+    """What keeps slow or greedy clients from starving the server."""
+
+    request_timeout: float = 10.0  # seconds for a request's headers and body, from its first byte
+    max_connections: int = 1000  # open connections per process
+    per_address: int | None = 100  # open connections per client address; None behind a proxy
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -153,18 +168,23 @@ def listen(host: str, port: int, *, share_port: bool = False) -> list[socket.soc
     return sockets
 
 
-def run(
-    groups: list[list[socket.socket]],
-    *,
-    threads: int,
-    serve_pages: bool,
-    setup_process: Callable[[], Callable[[], None]],
-) -> None:
+class Plan(NamedTuple):
+    """How each serving process serves."""
+
+    threads: int
+    serve_pages: bool  # the demo's sample pages at /
+    # Runs first in every serving process (it configures logging) and returns what to run when that
+    # process stops (flushing the logs).
+    setup_process: Callable[[], Callable[[], None]]
+    guard: Guard
+
+
+def run(groups: list[list[socket.socket]], plan: Plan) -> None:
     """Serve until SIGINT or SIGTERM, with one worker process per group of sockets (from
-    `listeners`). `setup_process` runs first in every serving process (it configures logging) and
-    returns what to run when that process stops (flushing the logs)."""
+    `listeners`)."""
+    _allow_open_files(plan.guard.max_connections * len(groups) + 256)
     if len(groups) == 1:
-        _serve(groups[0], threads, serve_pages, setup_process)
+        _serve(groups[0], plan)
         return
     import multiprocessing  # only here: one process needs none of it (and starts faster)
 
@@ -175,7 +195,7 @@ def run(
     processes = [
         context.Process(
             target=_worker,
-            args=(sockets, threads, serve_pages, setup_process, os.getpid()),
+            args=(sockets, plan, os.getpid()),
             name=f"tokens-worker-{number}",
         )
         for number, sockets in enumerate(groups, start=1)
@@ -199,13 +219,7 @@ def run(
                 sock.close()
 
 
-def _worker(
-    sockets: list[socket.socket],
-    threads: int,
-    serve_pages: bool,
-    setup_process: Callable[[], Callable[[], None]],
-    parent: int,
-) -> None:
+def _worker(sockets: list[socket.socket], plan: Plan, parent: int) -> None:
     # A worker must not outlive a parent that was killed outright (and so could not stop it).
     def watch_parent() -> None:
         while os.getppid() == parent:
@@ -213,20 +227,15 @@ def _worker(
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
-    _serve(sockets, threads, serve_pages, setup_process)
+    _serve(sockets, plan)
 
 
-def _serve(
-    sockets: list[socket.socket],
-    threads: int,
-    serve_pages: bool,
-    setup_process: Callable[[], Callable[[], None]],
-) -> None:
-    finish = setup_process()
-    routes.configure(concurrency=threads)
+def _serve(sockets: list[socket.socket], plan: Plan) -> None:
+    finish = plan.setup_process()
+    routes.configure(concurrency=plan.threads)
     try:
         with _stop_on_signals():
-            server = _waitress(HostedApp(serve_pages), sockets, threads)
+            server = _waitress(HostedApp(plan.serve_pages), sockets, plan.threads, plan.guard)
             try:
                 server.run()
             except _Stop:
@@ -264,10 +273,29 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop()
 
 
-def _waitress(app: HostedApp, sockets: list[socket.socket], threads: int) -> Any:
-    """A waitress server on these sockets whose own error answers (a bad Content-Length, a body over
-    MAX_REQUEST_BODY, oversized headers, given before the app sees the request) come in the service's
-    JSON error shape, so that every client meets one shape."""
+def _allow_open_files(wanted: int) -> None:
+    """Raise this process's limit of open files towards `wanted` (each connection is one), as far as
+    the hard limit allows: the usual soft limit of 1024 is below what `max_connections` promises."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, ceiling), hard))
+
+
+def _waitress(app: HostedApp, sockets: list[socket.socket], threads: int, guard: Guard) -> Any:
+    """A waitress server on these sockets, guarded against slow and greedy clients (`Guard`), whose
+    own error answers (a bad Content-Length, a body over MAX_REQUEST_BODY, oversized headers, given
+    before the app sees the request) come in the service's JSON error shape, so that every client
+    meets one shape.
+
+    The guard lives in the connection's channel, on waitress's one event-loop thread: `received`
+    starts a request's clock at its first byte, `readable` (asked before every turn of the loop, at
+    least once a second) closes a connection whose request is overdue, and the channel's creation and
+    removal count the connections of each address."""
     from waitress.channel import HTTPChannel
     from waitress.server import BaseWSGIServer, create_server
     from waitress.task import ErrorTask
@@ -285,8 +313,49 @@ def _waitress(app: HostedApp, sockets: list[socket.socket], threads: int) -> Any
             self.content_length = len(body)
             self.write(body)
 
-    class JsonErrorChannel(HTTPChannel):
+    open_by_address: dict[str, int] = {}
+    lock = threading.Lock()
+
+    class GuardedChannel(HTTPChannel):
         error_task_class = JsonErrorTask
+
+        def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+            super().__init__(server, sock, addr, adj, map)
+            # The first request must arrive in time too: a connection that sends nothing is a slot held.
+            self.request_due: float | None = self.creation_time + guard.request_timeout
+            self.counted_address: str | None = None
+            if guard.per_address is not None:
+                address = str(addr[0] if isinstance(addr, tuple) else addr)
+                with lock:
+                    open_by_address[address] = open_by_address.get(address, 0) + 1
+                    over = open_by_address[address] > guard.per_address
+                self.counted_address = address
+                if over:
+                    self.will_close = True  # closed on the loop's next turn, before reading a byte
+
+        def received(self, data: bytes) -> bool:
+            if self.request_due is None and self.request is None and data:
+                self.request_due = time.time() + guard.request_timeout  # a new request begins
+            result: bool = super().received(data)
+            if self.request is None:  # nothing half-received: until the next request, no clock
+                self.request_due = None
+            return result
+
+        def readable(self) -> bool:
+            if self.request_due is not None and not self.requests and time.time() > self.request_due:
+                self.will_close = True  # its request took too long to arrive
+            readable: bool = super().readable()
+            return readable
+
+        def del_channel(self, map: Any = None) -> None:
+            # Every way a channel is closed ends here (waitress's handle_close skips close()).
+            if self.counted_address is not None:
+                with lock:
+                    left = open_by_address.pop(self.counted_address, 1) - 1
+                    if left > 0:
+                        open_by_address[self.counted_address] = left
+                self.counted_address = None
+            super().del_channel(map)
 
     server: Any = create_server(
         app,
@@ -296,12 +365,17 @@ def _waitress(app: HostedApp, sockets: list[socket.socket], threads: int) -> Any
         ident="tokens",
         # Keep X-Forwarded-For: TRUSTED_PROXY_HOPS, not waitress, decides which entries to believe.
         clear_untrusted_proxy_headers=False,
+        connection_limit=guard.max_connections,
+        channel_timeout=IDLE_TIMEOUT,
+        cleanup_interval=5,
+        # poll(): select() cannot watch descriptors numbered above 1023 (not on Windows: no poll()).
+        asyncore_use_poll=os.name != "nt",
     )
     # One listening server, or several (a host name with IPv4 and IPv6 addresses) in one map.
     listeners = [server] if isinstance(server, BaseWSGIServer) else list(server.map.values())
     for listener in listeners:
         if isinstance(listener, BaseWSGIServer):
-            listener.channel_class = JsonErrorChannel
+            listener.channel_class = GuardedChannel
     return server
 
 

@@ -96,7 +96,11 @@ class TokenService:
         return Response(204, None, origins.preflight_headers(origin))
 
     def health(self, request: Request) -> Response:
-        return self._with_cors(request, _varies(json_response(200, {"status": "ok"})))
+        """The settings are valid; and whether Direct Line is answering, as the circuit breaker has
+        seen it (no call is made to find out)."""
+        direct_line = "available" if self.client.breaker.available else "unavailable"
+        answer = json_response(200, {"status": "ok", "directLine": direct_line})
+        return self._with_cors(request, _varies(answer))
 
     def warm_up(self, *, past_due: bool) -> None:
         warmup.ping(self.settings.warmup_url, past_due=past_due)
