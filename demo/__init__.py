@@ -8,30 +8,40 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from demo.emulator import DirectLineEmulator, RunningEmulator, start_emulator
+from demo.emulator import PATH_PREFIX, DirectLineEmulator, RunningEmulator, start_emulator
+from demo.gateway import BrowserGateway, WSGIApplication
 
 
 @dataclass
 class Demo:
-    page_url: str
+    page_url: str  # where the page is opened: on this machine, or the forwarded --public-url
     emulator: RunningEmulator
+
+    def wrap(self, app: WSGIApplication) -> WSGIApplication:
+        """The service's application, with the emulator's browser routes on the same port."""
+        browser_endpoint = self.page_url.rstrip("/") + PATH_PREFIX
+        return BrowserGateway(app, self.emulator.emulator, self.emulator.endpoint, browser_endpoint)
 
     def stop(self) -> None:
         self.emulator.stop()
 
 
-def start_demo(page_host: str, port: int) -> Demo:
+def start_demo(page_host: str, port: int, public_origin: str | None = None) -> Demo:
     """Start the emulator on a loopback port of its own (so that the service's calls to it never
     wait for the service's own threads), point the settings at it with a fresh secret, and allow the
-    sample page's origins. `page_host` is where the page will be opened."""
+    sample page's origins. `page_host` is where the page will be opened on this machine;
+    `public_origin` is the origin that forwards to `port` (a dev container's or Codespaces' forwarded
+    port), when the page is opened there instead."""
     secret = "demo-" + secrets.token_urlsafe(24)
     emulator = start_emulator(DirectLineEmulator(secret, token_ttl=_token_ttl()))
     os.environ["DIRECT_LINE_SECRET"] = secret
     os.environ["DIRECT_LINE_ENDPOINT"] = emulator.endpoint
     page_origins = [f"http://{page_host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
+    if public_origin is not None:
+        page_origins.insert(0, public_origin)
     configured = os.environ.get("ALLOWED_ORIGINS", "").strip()
     os.environ["ALLOWED_ORIGINS"] = ",".join(dict.fromkeys(filter(None, [configured, *page_origins])))
-    return Demo(f"http://{page_host}:{port}/", emulator)
+    return Demo(f"{public_origin or f'http://{page_host}:{port}'}/", emulator)
 
 
 def _token_ttl() -> int:

@@ -26,6 +26,14 @@ DATA = ROOT / "tests" / "data"
 ALLOWED = "https://www.contoso.com"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run the tests in an empty directory: the settings are read from the working directory's
+    local.settings.json and .env, and a developer's own copies in the repository must not apply."""
+    with contextlib.chdir(tmp_path_factory.mktemp("cwd")):
+        yield
+
+
 def corpus_lines(name: str) -> list[str]:
     """The cases of a one-per-line corpus in tests/data, without blank lines and # comments."""
     lines = (DATA / name).read_text(encoding="utf-8").splitlines()
@@ -181,9 +189,12 @@ def served(
     name: str = "serve",
     workers: int | None = None,
     args: Sequence[str] = (),
+    cwd: Path | None = None,
 ) -> Iterator[ServedApp]:
     """`python -m tokens serve` with these settings, logging into tmp_path; a misconfigured app
     (health 503) counts as started, since some tests serve one on purpose."""
     log_path = tmp_path / f"{name}-{next(_log_serial)}.log"
-    with serving(env, log_path, demo=demo, workers=workers, args=args, ready_statuses=(200, 503)) as app:
+    with serving(
+        env, log_path, demo=demo, workers=workers, args=args, ready_statuses=(200, 503), cwd=cwd
+    ) as app:
         yield app

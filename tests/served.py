@@ -78,6 +78,7 @@ def free_port() -> int:
 def child_environment(settings: Mapping[str, str]) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(_DROPPED_PREFIXES)}
     env.update(settings)
+    env["PYTHONPATH"] = str(ROOT)  # `-m tokens` and `demo` from any working directory
     return env
 
 
@@ -91,9 +92,11 @@ def serving(
     demo: bool = False,
     args: Sequence[str] = (),
     ready_statuses: Collection[int] = (200,),
+    cwd: Path | None = None,
 ) -> Iterator[ServedApp]:
     """Start `serve` on a free loopback port and wait until /api/health answers one of
-    `ready_statuses`; stop it afterwards."""
+    `ready_statuses`; stop it afterwards. It runs in `cwd`, by default the log's directory: never
+    in the repository, whose own local.settings.json or .env (a developer's) would apply."""
     port = free_port()
     command = [sys.executable, "-m", "tokens", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if threads is not None:
@@ -105,7 +108,8 @@ def serving(
     command += args
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=child_environment(settings), stdout=log, stderr=subprocess.STDOUT
+            command, cwd=cwd or log_path.parent, env=child_environment(settings), stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         app = ServedApp(process, f"http://127.0.0.1:{port}", log_path)

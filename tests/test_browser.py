@@ -28,6 +28,7 @@ import jwt
 import pytest
 
 from tests.conftest import ARTIFACTS, ROOT, served
+from tests.forwarder import PortForwarder
 from tests.prerequisites import missing_prerequisite
 from tests.served import ServedApp
 
@@ -373,7 +374,8 @@ def test_page_gets_a_token_and_the_echo_bot_answers_a_typed_message(demo: Demo, 
     ]
     assert [(record["outcome"], record["origin"]) for record in issued] == [("issued", demo.app.base_url)]
     assert token_user(conversation["token"]) == issued[0]["userId"]
-    assert re.fullmatch(r"http://127\.0\.0\.1:[0-9]+/v3/directline", conversation["domain"])  # the emulator
+    # The emulator's browser routes, on the service's own port (tests/test_demo_public_url.py).
+    assert conversation["domain"] == f"{demo.app.base_url}/v3/directline"
     assert routed.blocked == [], "the page asked for something beyond Web Chat's CDN script"
 
 
@@ -613,3 +615,26 @@ def test_the_widget_asks_nothing_until_opened_and_reopens_the_same_conversation(
     expect(page.locator("#chat-status")).to_have_text("Connected (conversation resumed).")
     assert stored_conversation(page)["conversationId"] == conversation
     assert calls_for(demo.app, conversation) == [("directline.token", "issued")]
+
+
+def test_the_demo_chats_through_one_forwarded_port_given_as_public_url(
+    routed: Routed, tmp_path: Path
+) -> None:
+    """A dev container or Codespaces forwards one port: the page, its token and Web Chat's Direct
+    Line traffic all go through it."""
+    forwarder = PortForwarder()
+    try:
+        public = f"http://localhost:{forwarder.port}"
+        with served({}, tmp_path, demo=True, args=["--public-url", public]) as app:
+            forwarder.target_port = urlsplit(app.base_url).port
+            page = routed.page
+            asked: list[str] = []
+            page.on("request", lambda request: asked.append(request.url))
+            page.goto(f"{public}/")
+            wait_connected(page)
+            chat(page, "through the forwarded port")
+            assert stored_conversation(page)["domain"] == f"{public}/v3/directline"
+            assert [url for url in asked if not url.startswith((f"{public}/", CDN_PREFIX))] == []
+            assert any(url.startswith(f"{public}/v3/directline/conversations/") for url in asked)
+    finally:
+        forwarder.close()

@@ -1,46 +1,208 @@
-"""`python -m tokens check`: every problem by setting name, exit 1 on any, secrets never printed."""
+"""`python -m tokens check`: every problem by setting name with its fix, exit 1 on any, where each
+setting came from (`--verbose`), one real token (`--live`); secrets and tokens never printed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
+from tests.fakes import SECRET as FAKE_SECRET
+from tests.fakes import Behaviour, FakeDirectLine, refused_url
+from tokens.settings import SETTINGS
 
 SECRET = "cli-secret-Zx81-must-not-print"
+ORIGINS = "http://localhost:3000"
 
 
-def _check(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _check(env: dict[str, str], cwd: Path, *options: str) -> subprocess.CompletedProcess[str]:
     full_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}
     return subprocess.run(
-        [sys.executable, "-m", "tokens", "check"], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "tokens", "check", *options],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60, check=False,
     )
 
 
+def _problem_names(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return sorted(line.split(":")[0] for line in result.stderr.strip().splitlines())
+
+
+def _local_settings(directory: Path, **values: str) -> None:
+    document = {"IsEncrypted": False, "Values": {"FUNCTIONS_WORKER_RUNTIME": "python", **values}}
+    (directory / "local.settings.json").write_text(json.dumps(document))
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeDirectLine]:
+    server = FakeDirectLine()
+    yield server
+    server.close()
+
+
 def test_check_passes_on_valid_settings(tmp_path: Path) -> None:
-    result = _check({"DIRECT_LINE_SECRET": SECRET}, tmp_path)
+    result = _check({"DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ORIGINS}, tmp_path)
     assert result.returncode == 0
     assert "valid" in result.stdout
 
 
 def test_check_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
     result = _check(
-        {"DIRECT_LINE_SECRET": SECRET, "AUTH_MODE": "nope", "UPSTREAM_TIMEOUT": "0", "DIRECT_LINE_ENDPOINT": "https://evil.example"},
+        {
+            "DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ORIGINS, "AUTH_MODE": "nope",
+            "UPSTREAM_TIMEOUT": "0", "DIRECT_LINE_ENDPOINT": "https://evil.example",
+        },
         tmp_path,
     )
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert sorted(line.split(":")[0] for line in lines) == ["AUTH_MODE", "DIRECT_LINE_ENDPOINT", "UPSTREAM_TIMEOUT"]
+    assert _problem_names(result) == ["AUTH_MODE", "DIRECT_LINE_ENDPOINT", "UPSTREAM_TIMEOUT"]
     assert SECRET not in result.stdout + result.stderr
 
 
 def test_check_reads_a_dotenv_file(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text(f"DIRECT_LINE_SECRET={SECRET}\n")
+    (tmp_path / ".env").write_text(f"DIRECT_LINE_SECRET={SECRET}\nALLOWED_ORIGINS={ORIGINS}\n")
     assert _check({}, tmp_path).returncode == 0
 
 
 def test_check_names_a_missing_secret(tmp_path: Path) -> None:
-    result = _check({}, tmp_path)
+    result = _check({"ALLOWED_ORIGINS": ORIGINS}, tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("DIRECT_LINE_SECRET:")
+
+
+def test_a_secret_only_in_local_settings_json_passes_check(tmp_path: Path) -> None:
+    _local_settings(tmp_path, DIRECT_LINE_SECRET=SECRET, ALLOWED_ORIGINS=ORIGINS)
+    result = _check({}, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_local_settings_json_is_found_from_a_subdirectory_of_the_project(tmp_path: Path) -> None:
+    _local_settings(tmp_path, DIRECT_LINE_SECRET=SECRET, ALLOWED_ORIGINS=ORIGINS)
+    below = tmp_path / "web"
+    below.mkdir()
+    assert _check({}, below).returncode == 0
+
+
+def test_an_empty_allowed_origins_fails_check_with_the_fix(tmp_path: Path) -> None:
+    result = _check({"DIRECT_LINE_SECRET": SECRET}, tmp_path)
+    assert result.returncode == 1
+    assert _problem_names(result) == ["ALLOWED_ORIGINS"]
+    assert "every browser page is refused" in result.stderr
+    assert "https://www.contoso.com" in result.stderr  # what to write instead
+
+
+def test_an_unresolved_key_vault_reference_fails_check_naming_the_setting(tmp_path: Path) -> None:
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv-bot.vault.azure.net/secrets/dl-secret/)"
+    result = _check({"DIRECT_LINE_SECRET": reference, "ALLOWED_ORIGINS": ORIGINS}, tmp_path)
+    assert result.returncode == 1
+    assert _problem_names(result) == ["DIRECT_LINE_SECRET"]
+    assert "unresolved reference" in result.stderr
+    assert "Key Vault Secrets User" in result.stderr
+
+
+def test_an_endpoint_without_the_direct_line_path_fails_check_with_the_fix(tmp_path: Path) -> None:
+    env = {
+        "DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ORIGINS,
+        "DIRECT_LINE_ENDPOINT": "https://directline.botframework.com",
+    }
+    result = _check(env, tmp_path)
+    assert result.returncode == 1
+    assert _problem_names(result) == ["DIRECT_LINE_ENDPOINT"]
+    assert "https://directline.botframework.com/v3/directline" in result.stderr
+
+
+def test_a_tab_inside_the_endpoints_host_fails_check(tmp_path: Path) -> None:
+    env = {
+        "DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ORIGINS,
+        "DIRECT_LINE_ENDPOINT": "https://directline.bot\tframework.com/v3/directline",
+    }
+    result = _check(env, tmp_path)
+    assert result.returncode == 1
+    assert _problem_names(result) == ["DIRECT_LINE_ENDPOINT"]
+    assert "control characters" in result.stderr
+
+
+def test_verbose_says_where_each_setting_comes_from(tmp_path: Path) -> None:
+    _local_settings(tmp_path, DIRECT_LINE_SECRET=SECRET, UPSTREAM_TIMEOUT="4")
+    (tmp_path / ".env").write_text("UPSTREAM_TIMEOUT=9\nAUTH_MODE=anonymous\n")
+    result = _check({"ALLOWED_ORIGINS": ORIGINS}, tmp_path, "--verbose")
+    rows = [line.split(maxsplit=1) for line in result.stdout.splitlines()]
+    sources = {row[0]: row[1] for row in rows if row[0] in SETTINGS}
+    assert set(sources) == set(SETTINGS)
+    assert sources["ALLOWED_ORIGINS"] == "environment"
+    assert sources["DIRECT_LINE_SECRET"] == str(tmp_path / "local.settings.json")
+    assert sources["UPSTREAM_TIMEOUT"] == str(tmp_path / "local.settings.json")  # it wins over .env
+    assert sources["AUTH_MODE"] == str(tmp_path / ".env")
+    assert sources["RATE_LIMIT"] == "default"
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_an_encrypted_local_settings_json_fails_check_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_text('{"IsEncrypted": true, "Values": {"DIRECT_LINE_SECRET": "AAEC"}}')
+    result = _check({"ALLOWED_ORIGINS": ORIGINS}, tmp_path)
+    assert result.returncode == 1
+    assert "local.settings.json" in _problem_names(result)
+    assert "func settings decrypt" in result.stderr
+
+
+def test_live_mints_one_token_and_reports_its_lifetime_never_the_token(
+    fake: FakeDirectLine, tmp_path: Path
+) -> None:
+    env = {"DIRECT_LINE_SECRET": FAKE_SECRET, "DIRECT_LINE_ENDPOINT": fake.base_url, "ALLOWED_ORIGINS": ORIGINS}
+    result = _check(env, tmp_path, "--live")
+    assert result.returncode == 0, result.stderr
+    assert "ok:" in result.stdout
+    assert "valid for 1800 s" in result.stdout
+    [generate] = [request for request in fake.requests if request.path.endswith("/tokens/generate")]
+    assert generate.body["user"]["id"].startswith("dl_")
+    assert FAKE_SECRET not in result.stdout + result.stderr
+    assert "token" not in result.stdout.replace("minted a token", "")
+
+
+def test_live_reports_a_refused_secret_as_upstream_error(fake: FakeDirectLine, tmp_path: Path) -> None:
+    env = {"DIRECT_LINE_SECRET": SECRET, "DIRECT_LINE_ENDPOINT": fake.base_url, "ALLOWED_ORIGINS": ORIGINS}
+    result = _check(env, tmp_path, "--live")
+    assert result.returncode == 1
+    assert result.stderr.startswith("upstream_error:")
+    assert "DIRECT_LINE_SECRET" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_live_reports_throttling_as_upstream_unavailable_with_when_to_retry(
+    fake: FakeDirectLine, tmp_path: Path
+) -> None:
+    fake.then(Behaviour("status", 429, {"Retry-After": "7"}, b"{}"))
+    env = {"DIRECT_LINE_SECRET": FAKE_SECRET, "DIRECT_LINE_ENDPOINT": fake.base_url, "ALLOWED_ORIGINS": ORIGINS}
+    result = _check(env, tmp_path, "--live")
+    assert result.returncode == 1
+    assert result.stderr.startswith("upstream_unavailable:")
+    assert "7 s" in result.stderr
+
+
+def test_live_reports_an_unreachable_endpoint_as_upstream_unavailable(tmp_path: Path) -> None:
+    env = {"DIRECT_LINE_SECRET": SECRET, "DIRECT_LINE_ENDPOINT": refused_url(), "ALLOWED_ORIGINS": ORIGINS}
+    result = _check(env, tmp_path, "--live")
+    assert result.returncode == 1
+    assert result.stderr.startswith("upstream_unavailable:")
+    assert "could not be reached" in result.stderr
+
+
+def test_live_reports_a_silent_endpoint_as_upstream_timeout(fake: FakeDirectLine, tmp_path: Path) -> None:
+    fake.then_hang(5)
+    env = {
+        "DIRECT_LINE_SECRET": FAKE_SECRET, "DIRECT_LINE_ENDPOINT": fake.base_url, "ALLOWED_ORIGINS": ORIGINS,
+        "UPSTREAM_TIMEOUT": "0.5",
+    }
+    result = _check(env, tmp_path, "--live")
+    assert result.returncode == 1
+    assert result.stderr.startswith("upstream_timeout:")
+
+
+def test_live_is_not_tried_when_the_settings_are_invalid(fake: FakeDirectLine, tmp_path: Path) -> None:
+    env = {"DIRECT_LINE_SECRET": FAKE_SECRET, "DIRECT_LINE_ENDPOINT": fake.base_url}  # no origins
+    assert _check(env, tmp_path, "--live").returncode == 1
+    assert fake.requests == []

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import ALLOWED, ROOT, base_env, served
+from tests.conftest import ALLOWED, base_env, served
 from tests.fakes import SECRET, FakeDirectLine
-from tests.served import ServedApp, child_environment
+from tests.served import ServedApp
 
 
 @pytest.fixture(scope="module")
@@ -213,19 +210,3 @@ def test_zero_trusted_hops_counts_callers_by_the_connections_address(
         )
         record = running.audit_records()[-1]
     assert record["clientIp"] == "127.0.0.1"
-
-
-def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-m", "tokens", "serve", "--port", str(port)],
-            cwd=ROOT, env=child_environment({"DIRECT_LINE_SECRET": SECRET}), capture_output=True, text=True,
-            timeout=30, check=False,
-        )
-    assert done.returncode == 1
-    assert len(done.stderr.strip().splitlines()) == 1
-    assert f"Cannot listen on 127.0.0.1 port {port}" in done.stderr
-    assert "Traceback" not in done.stderr

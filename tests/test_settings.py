@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from tokens.settings import (
     DEFAULT_ENDPOINT,
     Settings,
     SettingsError,
+    browser_problems,
     derive_handle_key,
     is_ncrontab,
     load_settings,
@@ -186,11 +188,11 @@ def test_ncrontab_validation(expression: str, valid: bool) -> None:
 def test_dotenv_is_read_but_never_overrides_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dotenv = tmp_path / ".env"
-    dotenv.write_text(f"DIRECT_LINE_SECRET={SECRET}\nUPSTREAM_TIMEOUT=9\n")
+    (tmp_path / ".env").write_text(f"DIRECT_LINE_SECRET={SECRET}\nUPSTREAM_TIMEOUT=9\n")
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DIRECT_LINE_SECRET", raising=False)
     monkeypatch.setenv("UPSTREAM_TIMEOUT", "2")
-    settings = load_settings(dotenv_path=dotenv)
+    settings = load_settings()
     assert settings.direct_line_secret == SECRET
     assert settings.upstream_timeout == 2.0
 
@@ -252,3 +254,96 @@ def test_ipv6_callers_are_counted_by_their_64_by_default_and_a_wider_network_on_
 @pytest.mark.parametrize("value", ["31", "65", "128", "/56", "wide"])
 def test_an_ipv6_prefix_out_of_range_is_refused(value: str) -> None:
     assert set(_problems(RATE_LIMIT_IPV6_PREFIX=value)) == {"RATE_LIMIT_IPV6_PREFIX"}
+
+
+@pytest.mark.parametrize("setting", ["DIRECT_LINE_SECRET", "AUTH_JWT_SECRET", "USER_HANDLE_KEY", "ALLOWED_ORIGINS"])
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "@Microsoft.KeyVault(SecretUri=https://kv-bot.vault.azure.net/secrets/dl-secret/)",
+        "@Microsoft.KeyVault(VaultName=kv-bot;SecretName=dl-secret)",
+        "@microsoft.keyvault(VaultName=kv-bot;SecretName=dl-secret)",
+        "@Microsoft.AppConfiguration(Endpoint=https://cfg.azconfig.io; Key=dl-secret)",
+    ],
+)
+def test_an_unresolved_reference_is_a_problem_that_names_the_setting_and_the_fix(setting: str, reference: str) -> None:
+    message = _problems(**{setting: reference})[setting]
+    assert "unresolved reference" in message
+    assert "managed identity" in message
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://directline.botframework.com",
+        "https://directline.botframework.com/",
+        "https://europe.directline.botframework.com/v3",
+        "https://directline.botframework.com/v3/directline/conversations",
+        "http://127.0.0.1:8080",
+    ],
+)
+def test_an_endpoint_must_end_in_the_direct_line_path(endpoint: str) -> None:
+    assert "/v3/directline" in _problems(DIRECT_LINE_ENDPOINT=endpoint)["DIRECT_LINE_ENDPOINT"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "url"),
+    [
+        ("DIRECT_LINE_ENDPOINT", "https://directline.bot\tframework.com/v3/directline"),
+        ("DIRECT_LINE_ENDPOINT", "https://directline.botframework.com/v3/\ndirectline"),
+        ("DIRECT_LINE_ENDPOINT", "http://127.0.0.1\r:8080/v3/directline"),
+        ("DIRECT_LINE_ENDPOINT", "https://directline.botframework.com/v3/direct line"),
+        ("AUTH_JWKS_URL", "https://login.example/\tkeys"),
+        ("WARMUP_URL", "https://app.example\n/api/health"),
+        ("RATE_LIMIT_STORAGE", "redis://cache\t.example:6379"),
+        ("ALLOWED_ORIGINS", "https://www.con\ttoso.com"),
+        ("AUTH_JWT_ISSUER", "https://login.example/\u202etenant"),
+    ],
+)
+def test_control_characters_anywhere_in_a_url_are_a_problem(setting: str, url: str) -> None:
+    assert setting in _problems(**{setting: url})
+
+
+def test_a_control_character_problem_never_repeats_the_value() -> None:
+    message = _problems(DIRECT_LINE_SECRET="abc\tsecret-value")["DIRECT_LINE_SECRET"]
+    assert "secret-value" not in message
+
+
+def test_the_placeholder_of_the_example_file_is_a_problem_that_says_so() -> None:
+    placeholder = "<your bot's Direct Line secret: Azure portal > bot > Channels > Direct Line>"
+    assert "placeholder" in _problems(DIRECT_LINE_SECRET=placeholder)["DIRECT_LINE_SECRET"]
+
+
+def test_empty_allowed_origins_is_valid_but_a_browser_problem_with_the_fix() -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET})
+    [problem] = browser_problems(settings)
+    assert problem.setting == "ALLOWED_ORIGINS"
+    assert "https://www.contoso.com" in problem.message
+
+
+def test_allowed_origins_set_is_no_browser_problem() -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": "https://www.contoso.com"})
+    assert browser_problems(settings) == []
+
+
+def test_load_settings_applies_local_settings_json_under_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {"DIRECT_LINE_SECRET": SECRET, "UPSTREAM_TIMEOUT": "4"}
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": values}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIRECT_LINE_SECRET", raising=False)
+    monkeypatch.setenv("UPSTREAM_TIMEOUT", "2")
+    settings = load_settings()
+    assert (settings.direct_line_secret, settings.upstream_timeout) == (SECRET, 2.0)
+
+
+def test_load_settings_reports_a_broken_local_settings_json_with_the_other_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "local.settings.json").write_text("{not json")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIRECT_LINE_SECRET", raising=False)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert raised.value.setting_names == ["DIRECT_LINE_SECRET", "local.settings.json"]

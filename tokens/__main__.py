@@ -1,5 +1,5 @@
-"""Command line: `python -m tokens serve [--host] [--port] [--workers] [--threads] [--demo]` and
-`python -m tokens check`."""
+"""Command line: `python -m tokens serve [--host] [--port] [--workers] [--threads] [--demo
+[--public-url URL]]` and `python -m tokens check [--verbose] [--live]`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tokens.settings import SettingsError, is_loopback_host, load_settings
+from tokens.localfiles import read_local_files
+from tokens.settings import (
+    SETTINGS,
+    Settings,
+    SettingsError,
+    browser_problems,
+    is_loopback_host,
+    load_settings,
+)
 
 DEMO_BANNER = """
 ==========================================================================================
@@ -28,15 +36,65 @@ DEFAULT_THREADS = 12
 log = logging.getLogger("tokens")
 
 
-def check(_: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> int:
+    if args.verbose:  # before load_settings applies the files: then everything is in the environment
+        local = read_local_files()
+        for name in SETTINGS:
+            print(f"{name:<24} {local.source(name, os.environ) or 'default'}")
     try:
-        load_settings()
+        settings = load_settings()
     except SettingsError as error:
-        for problem in error.problems:
-            print(f"{problem.setting}: {problem.message}", file=sys.stderr)
+        problems = list(error.problems)
+    else:
+        problems = browser_problems(settings)
+    for problem in problems:
+        print(f"{problem.setting}: {problem.message}", file=sys.stderr)
+    if problems:
         return 1
     print("Settings are valid.")
+    return _mint_one_token(settings) if args.live else 0
+
+
+def _mint_one_token(settings: Settings) -> int:
+    """`check --live`: one real token with the configured secret and endpoint (Direct Line opens a
+    conversation for it), reported in the service's error vocabulary; the token is never shown."""
+    import secrets
+
+    from tokens.directline import DirectLineClient
+    from tokens.errors import ServiceError, UpstreamUnavailable
+
+    client = DirectLineClient(
+        settings.direct_line_endpoint, settings.direct_line_secret, settings.upstream_timeout
+    )
+    user_id = "dl_check-" + secrets.token_hex(8)
+    logging.getLogger("tokens").setLevel(logging.ERROR)  # the retry's log line: the outcome says it
+    try:
+        answer = client.generate({"id": user_id}, [])
+    except ServiceError as error:
+        if isinstance(error, UpstreamUnavailable) and error.retry_after is not None:
+            detail = f"Direct Line is throttling or busy: try again in {error.retry_after} s"
+        else:
+            detail = _LIVE_FAILURES.get(error.code, error.message)
+        print(f"{error.code}: {detail}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    lifetime = answer.get("expires_in")
+    print(
+        f"ok: {settings.direct_line_endpoint} minted a token for {user_id}"
+        + (f", valid for {lifetime} s" if lifetime is not None else "")
+        + f" (conversation {str(answer['conversationId'])[:64]})"
+    )
     return 0
+
+
+_LIVE_FAILURES = {
+    "upstream_unavailable": (
+        "Direct Line could not be reached (DNS, connection or TLS failure) or said it is unavailable: "
+        "check DIRECT_LINE_ENDPOINT and this machine's network"
+    ),
+    "upstream_timeout": "Direct Line did not answer within UPSTREAM_TIMEOUT seconds",
+}
 
 
 def _is_unspecified(host: str) -> bool:
@@ -57,8 +115,12 @@ def serve(args: argparse.Namespace) -> int:
 
     from tokens import logs, server, trust
 
-
     logging.basicConfig(level=logging.INFO, handlers=[logs.stderr_handler()], force=True)
+    # Now, not only when the settings are validated: the demo and the worker count read them first.
+    read_local_files().apply(os.environ)
+    if args.public_url is not None and not args.demo:
+        log.error("--public-url is for --demo; otherwise set ALLOWED_ORIGINS to the page's origin")
+        return 1
     if args.demo:
         args.workers = 1  # the emulator runs in this process
     elif args.workers is None:
@@ -85,7 +147,7 @@ def serve(args: argparse.Namespace) -> int:
         except ImportError:
             log.error("--demo needs the demo/ folder of the repository next to tokens/")
             return 1
-        demo = start_demo(page_host, port)
+        demo = start_demo(page_host, port, args.public_url)
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -97,15 +159,10 @@ def serve(args: argparse.Namespace) -> int:
             for sock in sockets:
                 sock.close()
         return 1
-    if args.workers > 1 and settings.rate_limit_storage == "memory://":
-        log.warning(
-            "%d workers with RATE_LIMIT_STORAGE=memory://: each worker counts on its own, so a caller "
-            "may get up to %d times RATE_LIMIT; use a redis:// store to share one count",
-            args.workers, args.workers,
-        )
+    _warn_about(settings, args.workers)
     if demo is not None:
         print(DEMO_BANNER.format(url=demo.page_url), file=sys.stderr, flush=True)
-        if not is_loopback_host(args.host):
+        if not is_loopback_host(args.host) and args.public_url is None:
             log.warning(
                 "Demo mode bound to %s: the page works only when opened on this machine "
                 "(%s), since the emulator listens on loopback only", args.host, demo.page_url,
@@ -119,11 +176,24 @@ def serve(args: argparse.Namespace) -> int:
         # connections per address would throttle everyone at once.
         per_address = args.per_address if settings.trusted_proxy_hops <= 1 else None
         guard = server.Guard(args.request_timeout, args.max_connections, per_address)
-        server.run(groups, server.Plan(args.threads, args.demo, logs.configure, guard))
+        wrap = demo.wrap if demo is not None else None
+        server.run(groups, server.Plan(args.threads, args.demo, logs.configure, guard, wrap))
     finally:
         if demo is not None:
             demo.stop()
     return 0
+
+
+def _warn_about(settings: Settings, workers: int) -> None:
+    """Valid settings that still deserve a line at start-up."""
+    for problem in browser_problems(settings):
+        log.warning("Setting %s", problem)
+    if workers > 1 and settings.rate_limit_storage == "memory://":
+        log.warning(
+            "%d workers with RATE_LIMIT_STORAGE=memory://: each worker counts on its own, so a caller "
+            "may get up to %d times RATE_LIMIT; use a redis:// store to share one count",
+            workers, workers,
+        )
 
 
 def _positive(text: str) -> int:
@@ -138,6 +208,19 @@ def _seconds(text: str) -> float:
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError("must be a number of seconds above 0 and at most 3600")
     return value
+
+
+def _origin(text: str) -> str:
+    """An exact http(s) origin, as a forwarded port's address is: no path, no wildcard."""
+    from tokens.origins import parse_pattern
+
+    origin = text.strip().rstrip("/")
+    pattern = parse_pattern(origin)
+    if pattern is None or "*" in origin:
+        raise argparse.ArgumentTypeError(
+            "must be the http(s) origin the port is forwarded to, such as https://name-7071.app.github.dev"
+        )
+    return origin
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,8 +252,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument(
         "--demo", action="store_true", help="no secret needed: use the embedded Direct Line emulator"
     )
+    serve_parser.add_argument(
+        "--public-url", type=_origin, metavar="URL",
+        help="with --demo: the address that forwards to this port (a dev container's or Codespaces' "
+        "forwarded port), where the page will be opened",
+    )
     serve_parser.set_defaults(run=serve)
     check_parser = commands.add_parser("check", help="validate the settings and list every problem")
+    check_parser.add_argument(
+        "--verbose", action="store_true",
+        help="say where each setting comes from: environment, local.settings.json, .env or default",
+    )
+    check_parser.add_argument(
+        "--live", action="store_true",
+        help="also mint one real token with the configured secret (this opens one conversation)",
+    )
     check_parser.set_defaults(run=check)
     args = parser.parse_args(argv)
     result: int = args.run(args)

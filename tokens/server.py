@@ -63,6 +63,7 @@ class Guard(NamedTuple):
     per_address: int | None = 100  # open connections per client address; None behind a proxy
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+WSGIApplication = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class HostedApp:
@@ -177,6 +178,9 @@ class Plan(NamedTuple):
     # process stops (flushing the logs).
     setup_process: Callable[[], Callable[[], None]]
     guard: Guard
+    # The demo puts its emulator's browser routes in front of the application (one process only:
+    # the demo is not pickled for other processes).
+    wrap: Callable[[WSGIApplication], WSGIApplication] | None = None
 
 
 def run(groups: list[list[socket.socket]], plan: Plan) -> None:
@@ -235,7 +239,10 @@ def _serve(sockets: list[socket.socket], plan: Plan) -> None:
     routes.configure(concurrency=plan.threads)
     try:
         with _stop_on_signals():
-            server = _waitress(HostedApp(plan.serve_pages), sockets, plan.threads, plan.guard)
+            app: WSGIApplication = HostedApp(plan.serve_pages)
+            if plan.wrap is not None:
+                app = plan.wrap(app)
+            server = _waitress(app, sockets, plan.threads, plan.guard)
             try:
                 server.run()
             except _Stop:
@@ -286,7 +293,7 @@ def _allow_open_files(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, ceiling), hard))
 
 
-def _waitress(app: HostedApp, sockets: list[socket.socket], threads: int, guard: Guard) -> Any:
+def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, guard: Guard) -> Any:
     """A waitress server on these sockets, guarded against slow and greedy clients (`Guard`), whose
     own error answers (a bad Content-Length, a body over MAX_REQUEST_BODY, oversized headers, given
     before the app sees the request) come in the service's JSON error shape, so that every client

@@ -310,7 +310,7 @@ def build_service(settings: Settings, *, concurrency: int = 32) -> TokenService:
 
 def service_from_env(*, concurrency: int = 32) -> Service:
     """The process's service: built once from the settings, or a stand-in that reports them."""
-    from tokens.settings import load_settings
+    from tokens.settings import browser_problems, load_settings
 
     try:
         settings = load_settings()
@@ -319,6 +319,8 @@ def service_from_env(*, concurrency: int = 32) -> Service:
                 "AUTH_MODE is easyauth outside App Service: X-MS-CLIENT-PRINCIPAL-* headers are "
                 "believed as sent; only do this behind a proxy that sets them itself"
             )
+        for problem in browser_problems(settings):
+            log.warning("Setting %s", problem)
         if settings.trusted_proxy_hops == 0:
             log.warning(
                 "TRUSTED_PROXY_HOPS is 0: X-Forwarded-For is ignored and, where the host gives no peer "

@@ -15,14 +15,15 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
 from tokens.origins import OriginPattern, parse_pattern
 from tokens.ratelimit import Limit, parse_limits
+from tokens.text import has_control
 
-DEFAULT_ENDPOINT = "https://directline.botframework.com/v3/directline"
+DIRECT_LINE_PATH = "/v3/directline"
+DEFAULT_ENDPOINT = "https://directline.botframework.com" + DIRECT_LINE_PATH
 DEFAULT_WARMUP_SCHEDULE = "0 */5 * * * *"
 AUTH_MODES = ("anonymous", "jwt", "easyauth")
 AUDIT_CLIENT_IP_MODES = ("full", "truncated", "none")
@@ -104,6 +105,7 @@ class Settings(NamedTuple):
                 value, problem = _read(setting, raw)
                 if problem is not None:
                     problems.append(Problem(name, problem))
+                    value = None
             elif setting.required:
                 problems.append(Problem(name, setting.expected))
             if value is None and setting.default is not None:
@@ -128,6 +130,10 @@ class InvalidValue(ValueError):
 def _read(setting: Setting, raw: str) -> tuple[Any, str | None]:
     """The value, or None and what is wrong with the text. Other ValueErrors (int("x"), a bad port)
     quote the value, so only a reader's own InvalidValue message is shown."""
+    if raw.lower().startswith(_REFERENCES):
+        return None, _UNRESOLVED_REFERENCE
+    if has_control(raw):
+        return None, _CONTROL_CHARACTERS
     try:
         value = setting.parse(raw)
     except InvalidValue as error:
@@ -137,26 +143,37 @@ def _read(setting: Setting, raw: str) -> tuple[Any, str | None]:
     return value, None if value is not None else setting.expected
 
 
-def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> Settings:
-    """Read `.env` (never overriding a real environment variable), then validate."""
-    if environ is None:
-        dotenv_path = dotenv_path or find_dotenv()
-        if dotenv_path is not None:
-            from dotenv import load_dotenv  # only when there is a file: it costs a cold start
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate `environ`; by default the process's environment, after applying the values of
+    local.settings.json and .env that the environment does not set (see tokens/localfiles.py)."""
+    if environ is not None:
+        return Settings.from_env(environ)
+    from tokens.localfiles import read_local_files
 
-            load_dotenv(dotenv_path=dotenv_path, override=False)
-        environ = os.environ
-    return Settings.from_env(environ)
+    local = read_local_files()
+    local.apply(os.environ)
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as error:
+        raise SettingsError([*local.problems, *error.problems]) from None
+    if local.problems:
+        raise SettingsError(local.problems)
+    return settings
 
 
-def find_dotenv() -> Path | None:
-    """The .env of the directory the command runs in or of the nearest one above it, as a developer
-    expects (python-dotenv's find_dotenv(usecwd=True) looks the same way)."""
-    here = Path.cwd()
-    for directory in (here, *here.parents):
-        if (directory / ".env").is_file():
-            return directory / ".env"
-    return None
+def browser_problems(settings: Settings) -> list[Problem]:
+    """Valid settings with which no browser page can get a token: `check` reports them as errors,
+    `serve` and the function app as warnings (a service called only by servers may mean them)."""
+    if settings.allowed_origins:
+        return []
+    return [
+        Problem(
+            "ALLOWED_ORIGINS",
+            "is empty, so every browser page is refused (origin_not_allowed): set it to the origins of "
+            "the pages that embed Web Chat, comma-separated, such as "
+            "https://www.contoso.com,http://localhost:3000",
+        )
+    ]
 
 
 def derive_handle_key(secret: str) -> bytes:
@@ -181,6 +198,11 @@ def is_direct_line_host(host: str) -> bool:
 
 
 def _secret(text: str) -> str:
+    if text.startswith("<") and text.endswith(">"):
+        raise InvalidValue(
+            "is still a placeholder (from local.settings.json.example?): put the bot's Direct Line "
+            "secret there, from the Azure portal: the bot > Channels > Direct Line"
+        )
     if not (text.isascii() and text.isprintable()) or " " in text:
         raise InvalidValue("contains white space, control or non-ASCII characters")
     return text
@@ -224,7 +246,13 @@ def _origins(text: str) -> tuple[OriginPattern, ...]:
 
 def _split(text: str) -> SplitResult:
     """urlsplit, with the port read once so that a bad one (`:abc`, `:99999`) is a ValueError here,
-    reported as a setting problem, rather than at the first request."""
+    reported as a setting problem, rather than at the first request. urlsplit drops tabs and line
+    breaks without a word (WHATWG's rule), so a URL with any white space is refused here first."""
+    if not (text.isascii() and text.isprintable()) or " " in text:
+        raise InvalidValue(
+            "contains white space, control or non-ASCII characters (a tab or line break pasted with "
+            "the URL?): write the URL on one line, with no spaces"
+        )
     parts = urlsplit(text)
     _ = parts.port
     return parts
@@ -261,7 +289,16 @@ def _endpoint(text: str) -> str | None:
         ok = parts.scheme in ("http", "https")
     else:
         ok = parts.scheme == "https" and is_direct_line_host(host) and parts.port in (None, 443)
-    return text.rstrip("/") if ok else None
+    if not ok:
+        return None
+    if parts.path.rstrip("/") != DIRECT_LINE_PATH:
+        raise InvalidValue(
+            f"must end in {DIRECT_LINE_PATH}, the path of Direct Line's API, "
+            f"such as https://{host}{DIRECT_LINE_PATH}"
+            if not is_loopback_host(host)
+            else f"must end in {DIRECT_LINE_PATH}, the path of Direct Line's API"
+        )
+    return text.rstrip("/")
 
 
 def _algorithms(text: str) -> tuple[str, ...] | None:
@@ -283,6 +320,19 @@ def _handle_key(text: str) -> bytes | None:
 def _schedule(text: str) -> str | None:
     return text if is_ncrontab(text) else None
 
+
+# Azure resolves these before the app starts; one that arrives as written could not be resolved.
+_REFERENCES = ("@microsoft.keyvault(", "@microsoft.appconfiguration(")
+_UNRESOLVED_REFERENCE = (
+    "is an unresolved reference (@Microsoft.KeyVault(...) or @Microsoft.AppConfiguration(...)): "
+    "Azure could not read it, so it arrived as written. Give the app's managed identity read access "
+    "(Key Vault Secrets User on the vault), check the reference's SecretUri or VaultName/SecretName, "
+    "and see the app's Environment variables page for the reason; on your machine, put the value "
+    "itself in local.settings.json"
+)
+_CONTROL_CHARACTERS = (
+    "contains control characters (a tab or line break pasted with the value?): write it on one line"
+)
 
 _LIMITS = "must be in limits notation such as {}, several joined with ;"
 

@@ -1,0 +1,80 @@
+"""The demo's one port for the browser: the service's routes and the emulator's, on the port the page
+was loaded from.
+
+The service calls the emulator on a loopback port of its own; a browser may not be able to reach that
+port (the page was opened through a forwarded port of a dev container or Codespaces, which forwards
+one port only). So the demo answers the emulator's browser routes under `/v3/directline` on the
+service's own port, and the token answers name that address as their `domain`, the Direct Line base
+URL Web Chat talks to.
+
+Only what Web Chat calls with a token passes: conversations and token refresh. Minting with the
+secret (`tokens/generate`) stays on the loopback port, where only the service calls it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from demo.emulator import PATH_PREFIX
+
+WSGIApplication = Callable[[dict[str, Any], Any], Iterable[bytes]]
+
+# The emulator's routes a browser uses, under PATH_PREFIX; everything else there is 404.
+_BROWSER_ROUTES = ("/conversations", "/tokens/refresh")
+_SERVICE_ROUTES = "/api/directline/"
+
+
+class BrowserGateway:
+    """WSGI: the emulator's browser routes from `emulator`, the rest from `app`, whose token answers
+    get `browser_endpoint` as their domain instead of `service_endpoint`."""
+
+    def __init__(
+        self, app: WSGIApplication, emulator: WSGIApplication, service_endpoint: str, browser_endpoint: str
+    ) -> None:
+        self.app = app
+        self.emulator = emulator
+        self.service_endpoint = service_endpoint
+        self.browser_endpoint = browser_endpoint
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = str(environ.get("PATH_INFO", ""))
+        if path.startswith(PATH_PREFIX + "/"):
+            route = path[len(PATH_PREFIX) :]
+            if route.startswith(_BROWSER_ROUTES):
+                return self.emulator(environ, start_response)
+            return _not_found(start_response)
+        if not path.startswith(_SERVICE_ROUTES):
+            return self.app(environ, start_response)
+        captured: list[Any] = []
+
+        def capture(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], Any]:
+            captured[:] = [status, headers]
+            return lambda data: None
+
+        body = self._with_browser_domain(b"".join(self.app(environ, capture)))
+        status, headers = captured
+        headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _with_browser_domain(self, body: bytes) -> bytes:
+        if b'"domain"' not in body:
+            return body
+        answer = json.loads(body)
+        if not isinstance(answer, dict) or answer.get("domain") != self.service_endpoint:
+            return body
+        answer["domain"] = self.browser_endpoint
+        return json.dumps(answer).encode()
+
+
+def _not_found(start_response: Any) -> list[bytes]:
+    body = json.dumps({"error": {"code": "NotFound", "message": "Not found."}}).encode()
+    start_response(
+        "404 Not Found",
+        [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]

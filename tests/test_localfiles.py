@@ -1,0 +1,115 @@
+"""local.settings.json and .env: read as Core Tools and python-dotenv read them, applied under the
+real environment (environment > local.settings.json > .env), and a broken file is a problem named
+after it, never half a configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tokens.localfiles import ENVIRONMENT, read_local_files
+
+SECRET = "local-files-secret-Qw3"
+
+
+def _write_local_settings(directory: Path, values: object, **document: object) -> Path:
+    path = directory / "local.settings.json"
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": values, **document}))
+    return path
+
+
+def test_local_settings_values_apply_where_the_environment_sets_nothing(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {"DIRECT_LINE_SECRET": SECRET, "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    environ: dict[str, str] = {}
+    read_local_files(tmp_path).apply(environ)
+    assert environ == {"DIRECT_LINE_SECRET": SECRET, "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+
+
+def test_a_real_environment_variable_wins_over_local_settings(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {"UPSTREAM_TIMEOUT": "4"})
+    environ = {"UPSTREAM_TIMEOUT": "2"}
+    read_local_files(tmp_path).apply(environ)
+    assert environ["UPSTREAM_TIMEOUT"] == "2"
+
+
+def test_an_empty_environment_variable_still_counts_as_set(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {"ALLOWED_ORIGINS": "http://localhost:3000"})
+    environ = {"ALLOWED_ORIGINS": ""}
+    read_local_files(tmp_path).apply(environ)
+    assert environ["ALLOWED_ORIGINS"] == ""
+
+
+def test_local_settings_win_over_dotenv(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {"UPSTREAM_TIMEOUT": "4"})
+    (tmp_path / ".env").write_text("UPSTREAM_TIMEOUT=9\nRATE_LIMIT=5/minute\n")
+    environ: dict[str, str] = {}
+    read_local_files(tmp_path).apply(environ)
+    assert environ == {"UPSTREAM_TIMEOUT": "4", "RATE_LIMIT": "5/minute"}
+
+
+def test_the_nearest_file_above_the_working_directory_is_read(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {"AUTH_MODE": "jwt"})
+    below = tmp_path / "a" / "b"
+    below.mkdir(parents=True)
+    assert read_local_files(below).values["AUTH_MODE"] == ("jwt", str(tmp_path / "local.settings.json"))
+
+
+def test_source_names_the_environment_the_file_or_nothing(tmp_path: Path) -> None:
+    path = _write_local_settings(tmp_path, {"AUTH_MODE": "jwt", "RATE_LIMIT": "1/second"})
+    local = read_local_files(tmp_path)
+    environ = {"RATE_LIMIT": "2/second"}
+    assert local.source("RATE_LIMIT", environ) == ENVIRONMENT
+    assert local.source("AUTH_MODE", environ) == str(path)
+    assert local.source("UPSTREAM_TIMEOUT", environ) is None
+
+
+def test_numbers_and_booleans_become_text_as_core_tools_writes_them(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {"UPSTREAM_TIMEOUT": 4, "USER_HANDLE_TTL": 3600.5, "Feature": True})
+    values = {name: value for name, (value, _) in read_local_files(tmp_path).values.items()}
+    assert values == {"UPSTREAM_TIMEOUT": "4", "USER_HANDLE_TTL": "3600.5", "Feature": "True"}
+
+
+def test_a_null_value_is_left_unset(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {"WARMUP_URL": None})
+    assert read_local_files(tmp_path).values == {}
+
+
+def test_invalid_json_is_a_problem_with_its_line_and_no_values(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_text('{\n  "Values": {"DIRECT_LINE_SECRET": "x",}\n}')
+    local = read_local_files(tmp_path)
+    [problem] = local.problems
+    assert problem.setting == "local.settings.json"
+    assert "line 2" in problem.message
+    assert local.values == {}
+
+
+def test_an_encrypted_file_is_a_problem_that_says_how_to_decrypt(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {"DIRECT_LINE_SECRET": "CfDJ8..."}, IsEncrypted=True)
+    local = read_local_files(tmp_path)
+    assert "func settings decrypt" in local.problems[0].message
+    assert local.values == {}
+
+
+@pytest.mark.parametrize("values", [["DIRECT_LINE_SECRET"], "DIRECT_LINE_SECRET=x"])
+def test_values_that_are_not_an_object_are_a_problem(tmp_path: Path, values: object) -> None:
+    _write_local_settings(tmp_path, values)
+    assert read_local_files(tmp_path).problems[0].setting == "local.settings.json"
+
+
+def test_a_value_that_is_not_text_is_named_in_the_problem(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {"ALLOWED_ORIGINS": ["https://a.example"], "AUTH_MODE": "jwt"})
+    local = read_local_files(tmp_path)
+    assert "ALLOWED_ORIGINS" in local.problems[0].message
+    assert local.values["AUTH_MODE"][0] == "jwt"
+
+
+def test_a_byte_order_mark_is_read_as_windows_editors_write_it(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"Values": {"A": "1"}}).encode())
+    assert read_local_files(tmp_path).values["A"][0] == "1"
+
+
+def test_no_files_means_no_values_and_no_problems(tmp_path: Path) -> None:
+    local = read_local_files(tmp_path)
+    assert (local.values, local.problems) == ({}, [])

@@ -1,0 +1,119 @@
+"""`serve` on a developer's machine: the settings of local.settings.json, the demo behind a
+forwarded port (`--public-url`), and what it says when it cannot start."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ALLOWED, served
+from tests.fakes import SECRET, FakeDirectLine
+from tests.served import ServedApp, child_environment
+
+PUBLIC = "https://octo-space-7071.app.github.dev"
+
+
+@pytest.fixture(scope="module")
+def fake_upstream() -> Iterator[FakeDirectLine]:
+    server = FakeDirectLine()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def public_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]:
+    with served({}, tmp_path_factory.mktemp("public"), demo=True, args=["--public-url", PUBLIC + "/"]) as app:
+        yield app
+
+
+def _token(base_url: str, origin: str) -> requests.Response:
+    return requests.post(f"{base_url}/api/directline/token", json={}, headers={"Origin": origin}, timeout=10)
+
+
+def _serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """serve that is expected to stop by itself: it could not start."""
+    return subprocess.run(
+        [sys.executable, "-m", "tokens", "serve", *args], cwd=tmp_path,
+        env=child_environment(env or {"DIRECT_LINE_SECRET": SECRET}),
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+
+
+def test_serve_takes_a_secret_only_in_local_settings_json(fake_upstream: FakeDirectLine, tmp_path: Path) -> None:
+    values = {"DIRECT_LINE_SECRET": SECRET, "DIRECT_LINE_ENDPOINT": fake_upstream.base_url, "ALLOWED_ORIGINS": ALLOWED}
+    (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    with served({}, tmp_path, cwd=tmp_path) as app:
+        response = _token(app.base_url, ALLOWED)
+    assert response.status_code == 200
+    assert response.json()["domain"] == fake_upstream.base_url
+
+
+def test_serve_warns_at_start_that_no_browser_can_get_a_token_without_origins(
+    fake_upstream: FakeDirectLine, tmp_path: Path
+) -> None:
+    env = {"DIRECT_LINE_SECRET": SECRET, "DIRECT_LINE_ENDPOINT": fake_upstream.base_url}
+    with served(env, tmp_path) as app:
+        log = app.log_text()
+    assert "WARNING" in log
+    assert "ALLOWED_ORIGINS: is empty, so every browser page is refused" in log
+
+
+def test_the_public_url_is_an_allowed_origin_of_the_demo(public_demo: ServedApp) -> None:
+    assert _token(public_demo.base_url, PUBLIC).status_code == 200
+
+
+def test_other_origins_stay_refused_by_the_demo(public_demo: ServedApp) -> None:
+    response = _token(public_demo.base_url, "https://other-7071.app.github.dev")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "origin_not_allowed"
+
+
+def test_the_demos_tokens_name_the_public_url_as_their_direct_line(public_demo: ServedApp) -> None:
+    assert _token(public_demo.base_url, PUBLIC).json()["domain"] == f"{PUBLIC}/v3/directline"
+
+
+def test_the_emulators_browser_routes_answer_on_the_services_port(public_demo: ServedApp) -> None:
+    answer = _token(public_demo.base_url, PUBLIC).json()
+    url = f"{public_demo.base_url}/v3/directline/conversations/{answer['conversationId']}/activities"
+    response = requests.get(url, headers={"Authorization": f"Bearer {answer['token']}"}, timeout=10)
+    assert response.status_code == 200
+    assert "activities" in response.json()
+
+
+def test_minting_with_the_secret_is_not_reachable_on_the_services_port(public_demo: ServedApp) -> None:
+    response = requests.post(f"{public_demo.base_url}/v3/directline/tokens/generate", json={}, timeout=10)
+    assert response.status_code == 404
+
+
+def test_public_url_without_demo_is_refused_with_what_to_do_instead(tmp_path: Path) -> None:
+    done = _serve(tmp_path, "--port", "0", "--public-url", PUBLIC)
+    assert done.returncode == 1
+    assert "ALLOWED_ORIGINS" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://host.example", "https://*.app.github.dev", "https://host.example/path", "not a url"]
+)
+def test_a_public_url_that_is_not_an_origin_is_a_usage_error(tmp_path: Path, url: str) -> None:
+    done = _serve(tmp_path, "--demo", "--public-url", url)
+    assert done.returncode == 2
+    assert "--public-url" in done.stderr
+
+
+@pytest.mark.parametrize("demo", [[], ["--demo"]], ids=["service", "demo"])
+def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path: Path, demo: list[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _serve(tmp_path, "--port", str(port), *demo)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert f"Cannot listen on 127.0.0.1 port {port}" in done.stderr
