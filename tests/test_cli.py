@@ -4,6 +4,7 @@ setting came from (`--verbose`), one real token (`--live`); secrets and tokens n
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +22,9 @@ ORIGINS = "http://localhost:3000"
 
 
 def _check(env: dict[str, str], cwd: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    full_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env}
+    # Only what Python needs (Windows needs SYSTEMROOT for sockets), so that no setting leaks in.
+    kept = {name: os.environ[name] for name in ("SYSTEMROOT",) if name in os.environ}
+    full_env = {**kept, "PATH": os.defpath, "PYTHONPATH": str(ROOT), **env}
     return subprocess.run(
         [sys.executable, "-m", "tokens", "check", *options],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60, check=False,
@@ -206,3 +209,13 @@ def test_live_is_not_tried_when_the_settings_are_invalid(fake: FakeDirectLine, t
     env = {"DIRECT_LINE_SECRET": FAKE_SECRET, "DIRECT_LINE_ENDPOINT": fake.base_url}  # no origins
     assert _check(env, tmp_path, "--live").returncode == 1
     assert fake.requests == []
+
+
+def test_serve_refuses_more_connections_than_its_event_loop_can_watch(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tokens", "serve", "--max-connections", "100001"],
+        cwd=tmp_path, env={"PATH": os.defpath, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert "--max-connections: must be at most 100000" in done.stderr

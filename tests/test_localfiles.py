@@ -113,3 +113,11 @@ def test_a_byte_order_mark_is_read_as_windows_editors_write_it(tmp_path: Path) -
 def test_no_files_means_no_values_and_no_problems(tmp_path: Path) -> None:
     local = read_local_files(tmp_path)
     assert (local.values, local.problems) == ({}, [])
+
+
+def test_a_utf16_dotenv_is_a_problem_that_says_how_to_save_it(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes("DIRECT_LINE_SECRET=abc\r\n".encode("utf-16"))  # PowerShell 5.1's >
+    local = read_local_files(tmp_path)
+    [problem] = local.problems
+    assert problem.setting == ".env"
+    assert "UTF-8" in problem.message

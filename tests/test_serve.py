@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,6 +199,31 @@ def test_two_workers_answer_and_no_audit_line_is_lost_when_serve_stops(
     log = running.log_path.read_text()
     assert "2 workers with RATE_LIMIT_STORAGE=memory://: each worker counts on its own" in log
     assert sum(1 for line in log.splitlines() if " tokens.audit " in line) == 60
+
+
+def test_workers_stop_by_themselves_and_keep_every_audit_line_when_serve_is_killed_outright(
+    fake_upstream: FakeDirectLine, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the parent no chance to stop its workers: each notices on its own, stops as
+    on Ctrl-C, and writes what it queued."""
+    with served(base_env(fake_upstream.base_url), tmp_path, workers=2) as running:
+        for _ in range(20):
+            requests.post(f"{running.base_url}/api/directline/token", json={}, timeout=10)
+        running.process.kill()
+        running.process.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _still_answers(running):
+            time.sleep(0.2)
+        assert not _still_answers(running), "a worker outlived its parent"
+    assert len(running.audit_records()) == 20
+
+
+def _still_answers(app: ServedApp) -> bool:
+    try:
+        requests.get(f"{app.base_url}/api/health", timeout=2)
+    except requests.ConnectionError:
+        return False
+    return True
 
 
 def test_zero_trusted_hops_counts_callers_by_the_connections_address(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import ipaddress
 import logging
 import os
@@ -32,6 +33,10 @@ DEMO_BANNER = """
 # spend their CPU on the GIL, and the tail grows. One process per CPU is the default only when the
 # rate-limit counts are shared: with memory:// each process would count on its own.
 DEFAULT_THREADS = 12
+# waitress watches its sockets with select(), which CPython caps at 512 sockets on Windows, its own
+# listening and waking sockets included; past the cap a worker dies.
+MAX_CONNECTIONS = 500 if sys.platform == "win32" else 100_000
+DEFAULT_MAX_CONNECTIONS = min(1000, MAX_CONNECTIONS)
 
 log = logging.getLogger("tokens")
 
@@ -203,6 +208,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _connections(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_CONNECTIONS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CONNECTIONS} on this system")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 < value <= 3600:
@@ -242,8 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds for a request's headers and body to arrive, from its first byte (default %(default)s)",
     )
     serve_parser.add_argument(
-        "--max-connections", type=_positive, default=1000,
-        help="open connections per process (default %(default)s)",
+        "--max-connections", type=_connections, default=DEFAULT_MAX_CONNECTIONS,
+        help=f"open connections per process, at most {MAX_CONNECTIONS} (default %(default)s)",
     )
     serve_parser.add_argument(
         "--per-address", type=_positive, default=100,
@@ -269,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check_parser.set_defaults(run=check)
     args = parser.parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A path or value that the console's code page lacks (Windows, redirected) must not crash.
+        sys.stdout.reconfigure(errors="backslashreplace")
     result: int = args.run(args)
     return result
 

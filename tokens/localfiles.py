@@ -56,7 +56,18 @@ def read_local_files(start: Path | None = None) -> LocalFiles:
     if dotenv is not None:
         from dotenv import dotenv_values  # only when there is a file: it costs a cold start
 
-        for name, value in dotenv_values(dotenv, encoding="utf-8").items():
+        try:
+            found = dotenv_values(dotenv, encoding="utf-8")
+        except UnicodeDecodeError:
+            found = {}
+            problems.append(
+                Problem(
+                    DOTENV,
+                    f"is not UTF-8 text ({dotenv}); Windows PowerShell's > and Out-File write UTF-16: "
+                    "save it as UTF-8",
+                )
+            )
+        for name, value in found.items():
             if value is not None:
                 values.setdefault(name, (value, str(dotenv)))
     return LocalFiles(values, problems)

@@ -18,6 +18,7 @@ whose headers and body have not all arrived within `request_timeout` of its firs
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import os
@@ -29,12 +30,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tokens import routes
 from tokens.body import MAX_BODY_BYTES
 from tokens.errors import InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceError
 from tokens.http import Request, Response, error_response
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
 
 log = logging.getLogger("tokens.server")
 
@@ -152,9 +156,14 @@ def listen(host: str, port: int, *, share_port: bool = False) -> list[socket.soc
         ):
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
-            if os.name != "nt":  # on Windows it would let another process take the port over
+            if sys.platform == "win32":
+                # Windows lets a socket on one address share a port that another process holds on
+                # every address, with no option set: `func start` on 7071 would lose its loopback
+                # traffic. Exclusive use makes a busy port the one clear error it is elsewhere.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+            else:  # on Windows SO_REUSEADDR would let another process take the port over
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if share_port:
+            if share_port and sys.platform == "linux":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -190,14 +199,9 @@ def run(groups: list[list[socket.socket]], plan: Plan) -> None:
     if len(groups) == 1:
         _serve(groups[0], plan)
         return
-    import multiprocessing  # only here: one process needs none of it (and starts faster)
-
-    # fork shares the sockets and the imported modules; elsewhere (Windows) spawn passes the
-    # sockets to each worker through multiprocessing.
-    forking = "fork" in multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork") if forking else multiprocessing.get_context("spawn")
+    new_process = _process_kind()
     processes = [
-        context.Process(
+        new_process(
             target=_worker,
             args=(sockets, plan, os.getpid()),
             name=f"tokens-worker-{number}",
@@ -214,6 +218,11 @@ def run(groups: list[list[socket.socket]], plan: Plan) -> None:
         except _Stop:
             pass
         finally:
+            if sys.platform == "win32":
+                # terminate() is TerminateProcess there: no finally, no log flush. Ctrl-C reached
+                # every process of the console already; give them the time to stop by themselves.
+                for process in processes:
+                    process.join(5)
             for process in processes:
                 if process.is_alive():
                     process.terminate()
@@ -223,12 +232,31 @@ def run(groups: list[list[socket.socket]], plan: Plan) -> None:
                 sock.close()
 
 
+def _process_kind() -> Callable[..., BaseProcess]:
+    """fork where there is one: it shares the sockets and the imported modules; elsewhere (Windows)
+    spawn, which passes the sockets to each worker through multiprocessing."""
+    import multiprocessing  # only here: one process needs none of it (and starts faster)
+
+    if sys.platform != "win32" and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork").Process
+    return multiprocessing.get_context("spawn").Process
+
+
 def _worker(sockets: list[socket.socket], plan: Plan, parent: int) -> None:
     # A worker must not outlive a parent that was killed outright (and so could not stop it).
     def watch_parent() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
+        if sys.platform == "win32":  # getppid() goes on answering a dead parent's id there
+            import multiprocessing
+
+            parent_process = multiprocessing.parent_process()
+            if parent_process is not None:
+                parent_process.join()
+        else:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+        # As Ctrl-C would: the main thread stops serving and flushes the logs, on every platform
+        # (os.kill with SIGTERM is an outright kill on Windows).
+        _thread.interrupt_main(signal.SIGINT)
 
     threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
     _serve(sockets, plan)
@@ -282,15 +310,15 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 def _allow_open_files(wanted: int) -> None:
     """Raise this process's limit of open files towards `wanted` (each connection is one), as far as
-    the hard limit allows: the usual soft limit of 1024 is below what `max_connections` promises."""
-    try:
+    the hard limit allows: the usual soft limit of 1024 is below what `max_connections` promises.
+    Windows has no such limit."""
+    if sys.platform != "win32":
         import resource
-    except ImportError:  # Windows: no such limit to raise
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, ceiling), hard))
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, ceiling), hard))
 
 
 def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, guard: Guard) -> Any:
@@ -400,4 +428,5 @@ _REASONS = {
 }
 
 if sys.platform == "win32":  # pragma: no cover - no SIGTERM to catch there
-    _STOP_SIGNALS = (signal.SIGINT,)
+    # Ctrl-C, and Ctrl-Break: the one console event another program can send to stop serve.
+    _STOP_SIGNALS = (signal.SIGINT, signal.SIGBREAK)
