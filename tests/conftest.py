@@ -63,6 +63,14 @@ def fake() -> Iterator[FakeDirectLine]:
 ServiceFactory = Callable[..., TokenService]
 
 
+@pytest.fixture(scope="module")
+def fake_upstream() -> Iterator[FakeDirectLine]:
+    """One fake Direct Line for a module's served apps, which outlive a test."""
+    server = FakeDirectLine()
+    yield server
+    server.close()
+
+
 @pytest.fixture
 def make_service(fake: FakeDirectLine) -> Iterator[ServiceFactory]:
     built: list[TokenService] = []

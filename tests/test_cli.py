@@ -90,43 +90,32 @@ def test_local_settings_json_is_found_from_a_subdirectory_of_the_project(tmp_pat
     assert _check({}, below).returncode == 0
 
 
-def test_an_empty_allowed_origins_fails_check_with_the_fix(tmp_path: Path) -> None:
-    result = _check({"DIRECT_LINE_SECRET": SECRET}, tmp_path)
+@pytest.mark.parametrize(
+    ("settings", "named", "fix"),
+    [
+        ({"ALLOWED_ORIGINS": ""}, "ALLOWED_ORIGINS", "such as https://www.contoso.com"),
+        (
+            {"DIRECT_LINE_SECRET": "@Microsoft.KeyVault(SecretUri=https://kv-bot.vault.azure.net/secrets/dl/)"},
+            "DIRECT_LINE_SECRET", "Key Vault Secrets User",
+        ),
+        (
+            {"DIRECT_LINE_ENDPOINT": "https://directline.botframework.com"},
+            "DIRECT_LINE_ENDPOINT", "such as https://directline.botframework.com/v3/directline",
+        ),
+        (
+            {"DIRECT_LINE_ENDPOINT": "https://directline.bot\tframework.com/v3/directline"},
+            "DIRECT_LINE_ENDPOINT", "on one line",
+        ),
+    ],
+    ids=["empty origins", "key vault reference", "endpoint without its path", "tab in the host"],
+)
+def test_each_misconfiguration_that_fails_at_the_first_chat_fails_check_with_the_setting_and_fix(
+    tmp_path: Path, settings: dict[str, str], named: str, fix: str
+) -> None:
+    result = _check({"DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ORIGINS, **settings}, tmp_path)
     assert result.returncode == 1
-    assert _problem_names(result) == ["ALLOWED_ORIGINS"]
-    assert "every browser page is refused" in result.stderr
-    assert "https://www.contoso.com" in result.stderr  # what to write instead
-
-
-def test_an_unresolved_key_vault_reference_fails_check_naming_the_setting(tmp_path: Path) -> None:
-    reference = "@Microsoft.KeyVault(SecretUri=https://kv-bot.vault.azure.net/secrets/dl-secret/)"
-    result = _check({"DIRECT_LINE_SECRET": reference, "ALLOWED_ORIGINS": ORIGINS}, tmp_path)
-    assert result.returncode == 1
-    assert _problem_names(result) == ["DIRECT_LINE_SECRET"]
-    assert "unresolved reference" in result.stderr
-    assert "Key Vault Secrets User" in result.stderr
-
-
-def test_an_endpoint_without_the_direct_line_path_fails_check_with_the_fix(tmp_path: Path) -> None:
-    env = {
-        "DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ORIGINS,
-        "DIRECT_LINE_ENDPOINT": "https://directline.botframework.com",
-    }
-    result = _check(env, tmp_path)
-    assert result.returncode == 1
-    assert _problem_names(result) == ["DIRECT_LINE_ENDPOINT"]
-    assert "https://directline.botframework.com/v3/directline" in result.stderr
-
-
-def test_a_tab_inside_the_endpoints_host_fails_check(tmp_path: Path) -> None:
-    env = {
-        "DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ORIGINS,
-        "DIRECT_LINE_ENDPOINT": "https://directline.bot\tframework.com/v3/directline",
-    }
-    result = _check(env, tmp_path)
-    assert result.returncode == 1
-    assert _problem_names(result) == ["DIRECT_LINE_ENDPOINT"]
-    assert "control characters" in result.stderr
+    assert _problem_names(result) == [named]
+    assert fix in result.stderr
 
 
 def test_verbose_says_where_each_setting_comes_from(tmp_path: Path) -> None:

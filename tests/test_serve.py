@@ -17,13 +17,6 @@ from tests.served import ServedApp
 
 
 @pytest.fixture(scope="module")
-def fake_upstream() -> Iterator[FakeDirectLine]:
-    server = FakeDirectLine()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def app(fake_upstream: FakeDirectLine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]:
     with served(base_env(fake_upstream.base_url), tmp_path_factory.mktemp("serve")) as running:
         yield running

@@ -21,13 +21,6 @@ PUBLIC = "https://octo-space-7071.app.github.dev"
 
 
 @pytest.fixture(scope="module")
-def fake_upstream() -> Iterator[FakeDirectLine]:
-    server = FakeDirectLine()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def public_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]:
     with served({}, tmp_path_factory.mktemp("public"), demo=True, args=["--public-url", PUBLIC + "/"]) as app:
         yield app

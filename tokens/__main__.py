@@ -169,8 +169,9 @@ def serve(args: argparse.Namespace) -> int:
         print(DEMO_BANNER.format(url=demo.page_url), file=sys.stderr, flush=True)
         if not is_loopback_host(args.host) and args.public_url is None:
             log.warning(
-                "Demo mode bound to %s: the page works only when opened on this machine "
-                "(%s), since the emulator listens on loopback only", args.host, demo.page_url,
+                "Demo mode bound to %s: only %s and its localhost twin are allowed origins; to open "
+                "the page from another address, give that address with --public-url",
+                args.host, demo.page_url,
             )
     log.info(
         "Serving /api on http://%s:%s with %d worker(s) of %d threads",
