@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--output DIR]`: run every measurement and write the results."""
+"""`python -m benchmarks [--quick | --smoke] [--output DIR]`: run the measurements, write the results."""
 
 import sys
 

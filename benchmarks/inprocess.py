@@ -1,19 +1,23 @@
 """Measurement 1: latency of one token request through the app's HTTP function, in process.
 
-The function is the one `function_app.registered_functions()` lists for `directline/token`, called
-with a `func.HttpRequest` as the Functions host would. It is timed side by side with the naive
-baseline and with two floors that have no app code at all: a bare pooled `requests.Session`, and
-`http.client` on one kept-alive TLS connection (what the fake and the wire cost by themselves). The
-kinds are interleaved in short blocks so that noise from other processes falls on all alike.
+The function is the one `function_app.app.get_functions()` registers as `directline_token`, called
+with a `func.HttpRequest` and a `func.Context` as the Functions host would. It is timed side by side
+with the naive baseline and with two floors that have no app code at all: a bare pooled
+`requests.Session`, and `http.client` on one kept-alive TLS connection (what the fake and the wire
+cost by themselves). The kinds are interleaved in short blocks so that noise from other processes
+falls on all alike.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import logging
 import ssl
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,11 +25,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import azure.functions as func
 import requests
 
 from benchmarks.naive import naive_token
 from benchmarks.stats import Latencies
 
+ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://www.contoso.com"
 TOKEN_BODY = json.dumps({"userName": "Ann"}).encode()
 TOKEN_HEADERS = {
@@ -45,14 +51,53 @@ class OverheadResult:
     raw: Latencies
 
 
-def app_token_call() -> Call:
-    """One call of the app's token function, exactly as registered with Azure Functions."""
-    import azure.functions as func
+class InvocationContext(func.Context):
+    """The least the Functions host passes as `context`: a fresh invocation id per call."""
 
+    def __init__(self) -> None:
+        self._invocation_id = uuid.uuid4().hex
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def thread_local_storage(self) -> type[threading.local]:
+        return threading.local
+
+    @property
+    def function_name(self) -> str:
+        return "directline_token"
+
+    @property
+    def function_directory(self) -> str:
+        return str(ROOT)
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+
+@functools.cache
+def token_function() -> Callable[[func.HttpRequest, func.Context], func.HttpResponse]:
+    """The app's `directline_token` function, exactly as registered with Azure Functions (looked up
+    once: `app.get_functions()` refuses a second call in one process)."""
     import function_app
 
-    functions = {function.get_function_name(): function for function in function_app.registered_functions()}
-    user_function: Callable[..., Any] = functions["directline_token"].get_user_function()
+    functions = {function.get_function_name(): function for function in function_app.app.get_functions()}
+    user_function: Callable[[func.HttpRequest, func.Context], func.HttpResponse] = functions[
+        "directline_token"
+    ].get_user_function()
+    return user_function
+
+
+def app_token_call() -> Call:
+    """One call of the app's token function, as the Functions host makes it."""
+    user_function = token_function()
 
     def call() -> bool:
         request = func.HttpRequest(
@@ -63,8 +108,8 @@ def app_token_call() -> Call:
             route_params={},
             body=TOKEN_BODY,
         )
-        response = user_function(request)
-        return isinstance(response, func.HttpResponse) and response.status_code == 200
+        status: int = user_function(request, InvocationContext()).status_code
+        return status == 200
 
     return call
 
@@ -137,39 +182,43 @@ def audit_to_file(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def time_calls(
-    calls: dict[str, Call], samples: int, *, warmup: int = 10, block: int = 10
-) -> dict[str, Latencies]:
+def time_calls(calls: dict[str, Call], samples: int, *, warmup: int, block: int = 10) -> dict[str, Latencies]:
     """Each call `samples` times, interleaved in blocks of `block`, after `warmup` untimed calls."""
     for call in calls.values():
         for _ in range(warmup):
             call()
-    wall: dict[str, list[float]] = {name: [] for name in calls}
-    cpu: dict[str, list[float]] = {name: [] for name in calls}
-    errors = dict.fromkeys(calls, 0)
+    timed: dict[str, list[tuple[float, float, bool]]] = {name: [] for name in calls}
     names = list(calls)
-    rounds = -(-samples // block)
-    for round_number in range(rounds):
-        order = names[round_number % len(names) :] + names[: round_number % len(names)]
-        for name in order:
-            call = calls[name]
-            for _ in range(min(block, samples - len(wall[name]))):
-                cpu_started = time.thread_time()
-                started = time.perf_counter()
-                try:
-                    ok = call()
-                except Exception:
-                    ok = False
-                elapsed = time.perf_counter() - started
-                cpu_used = time.thread_time() - cpu_started
-                wall[name].append(elapsed * 1000)
-                cpu[name].append(cpu_used * 1000)
-                errors[name] += 0 if ok else 1
-    return {name: Latencies(name, tuple(wall[name]), tuple(cpu[name]), errors[name]) for name in calls}
+    for round_number in range(-(-samples // block)):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            for _ in range(min(block, samples - len(timed[name]))):
+                timed[name].append(_timed(calls[name]))
+    return {
+        name: Latencies(
+            name,
+            tuple(wall for wall, _, _ in runs),
+            tuple(cpu for _, cpu, _ in runs),
+            sum(1 for _, _, ok in runs if not ok),
+        )
+        for name, runs in timed.items()
+    }
+
+
+def _timed(call: Call) -> tuple[float, float, bool]:
+    """(wall ms, this thread's CPU ms, succeeded) of one call."""
+    cpu_started = time.thread_time()
+    started = time.perf_counter()
+    try:
+        ok = call()
+    except Exception:
+        ok = False
+    elapsed = time.perf_counter() - started
+    return elapsed * 1000, (time.thread_time() - cpu_started) * 1000, ok
 
 
 def measure_overhead(
-    endpoint: str, secret: str, *, ca_file: Path, samples: int, log_dir: Path
+    endpoint: str, secret: str, *, ca_file: Path, samples: int, warmup: int, log_dir: Path
 ) -> OverheadResult:
     raw = RawClient(endpoint, secret, ca_file)
     with audit_to_file(log_dir / "inprocess-audit.log"), requests.Session() as session:
@@ -182,23 +231,25 @@ def measure_overhead(
                     "raw": raw,
                 },
                 samples,
+                warmup=warmup,
             )
         finally:
             raw.close()
     return OverheadResult(results["app"], results["naive"], results["floor"], results["raw"])
 
 
-def profile_app(samples: int, log_dir: Path, output: Path) -> None:
-    """Profile the app's token function with pyinstrument and write the call tree as text."""
+def profile_app(samples: int, warmup: int, log_dir: Path) -> str:
+    """The app's token function under pyinstrument: the call tree as text."""
     from pyinstrument import Profiler
 
     call = app_token_call()
     with audit_to_file(log_dir / "profile-audit.log"):
-        for _ in range(10):
+        for _ in range(warmup):
             call()
         profiler = Profiler(interval=0.0002)
         profiler.start()
         for _ in range(samples):
             call()
         profiler.stop()
-    output.write_text(profiler.output_text(unicode=False, color=False, show_all=False), encoding="utf-8")
+    text: str = profiler.output_text(unicode=False, color=False, show_all=False)
+    return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,19 +11,29 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from benchmarks.results import (
     SECTION_COLD,
     SECTION_MEMORY,
     SECTION_OVERHEAD,
+    SECTION_PROFILE,
+    SECTION_TARGETS,
     SECTION_THROUGHPUT,
+    Level,
     Results,
 )
-from benchmarks.stats import Latencies, percentile
+from benchmarks.stats import Latencies, median, percentile
 
-FINDINGS = Path(__file__).resolve().parent / "findings.md"
 PROFILE_LINES = 80
+TARGET_CONCURRENCY = 64
+MODES = {
+    "full": "full run",
+    "quick": "quick mode: every measurement cut short, so the numbers are rough",
+    "smoke": "smoke mode: a handful of samples of each, so the numbers measure nothing",
+}
+SERVERS = {"serve": "serve", "node": "Node peer"}
 
 
 @dataclass(frozen=True)
@@ -33,17 +44,37 @@ class Target:
 
 
 def targets(results: Results) -> list[Target]:
-    overhead, delay = results.overhead, results.plan.delay_ms
-    app_p50, app_p99 = overhead.app.p(50) - delay, overhead.app.p(99) - delay
-    speedup = overhead.naive.p(50) / overhead.app.p(50)
-    added = results.cold_start.added_import_ms
-    memory = results.memory
+    return [*_hosted_targets(results), *_in_process_targets(results)]
+
+
+def _hosted_targets(results: Results) -> list[Target]:
+    cold, memory = results.cold_start, results.memory
+    serve_first, naive_first = cold.median_first_token("serve"), cold.median_first_token("naive")
+    serve, node = results.throughput.at(TARGET_CONCURRENCY)
+    c = TARGET_CONCURRENCY
     first_n, last_n = memory.checkpoints[0][0], memory.checkpoints[-1][0]
     return [
-        Target("overhead p50 <= 1 ms over the fake's delay", f"{app_p50:.2f} ms", app_p50 <= 1),
-        Target("overhead p99 <= 5 ms over the fake's delay", f"{app_p99:.2f} ms", app_p99 <= 5),
-        Target("app >= 1.5x faster than naive at p50", f"{speedup:.2f}x", speedup >= 1.5),
-        Target("importing function_app adds <= 60 ms", f"{added:.1f} ms", added <= 60),
+        Target(
+            "first token of `serve` <= 1.1x the naive server's (medians)",
+            f"{serve_first / naive_first:.2f}x ({serve_first:.0f} vs {naive_first:.0f} ms)",
+            serve_first <= 1.1 * naive_first,
+        ),
+        Target(
+            f"`serve` throughput at c={c} >= 0.5x the Node peer's",
+            f"{serve.load.rps / node.load.rps:.2f}x ({serve.load.rps:.0f} vs {node.load.rps:.0f} requests/s)",
+            serve.load.rps >= 0.5 * node.load.rps,
+        ),
+        Target(
+            f"`serve` p99 <= 3x its p50 at c={c}",
+            f"{serve.load.p99_ms / serve.load.p50_ms:.2f}x "
+            f"({serve.load.p99_ms:.0f} / {serve.load.p50_ms:.0f} ms)",
+            serve.load.p99_ms <= 3 * serve.load.p50_ms,
+        ),
+        Target(
+            "importing function_app adds <= 0 ms over azure.functions + requests",
+            f"{cold.added_import_ms:+.1f} ms",
+            cold.added_import_ms <= 0,
+        ),
         Target(
             f"VmRSS after {last_n:,} requests within 10 % of after {first_n:,}",
             f"{memory.growth * 100:+.1f} %",
@@ -52,8 +83,26 @@ def targets(results: Results) -> list[Target]:
     ]
 
 
+def _in_process_targets(results: Results) -> list[Target]:
+    overhead, delay = results.overhead, results.plan.delay_ms
+    app_p50, app_p99 = overhead.app.p(50) - delay, overhead.app.p(99) - delay
+    speedup = overhead.naive.p(50) / overhead.app.p(50)
+    return [
+        Target("in process: overhead p50 <= 1 ms over the fake's delay", f"{app_p50:.2f} ms", app_p50 <= 1),
+        Target("in process: overhead p99 <= 5 ms over the fake's delay", f"{app_p99:.2f} ms", app_p99 <= 5),
+        Target("in process: app >= 1.5x faster than naive at p50", f"{speedup:.2f}x", speedup >= 1.5),
+    ]
+
+
 def _ms(value: float) -> str:
     return f"{value:.2f}"
+
+
+def _targets(results: Results) -> list[str]:
+    lines = [SECTION_TARGETS, "", "| target | measured | result |", "| --- | ---: | --- |"]
+    for target in targets(results):
+        lines.append(f"| {target.name} | {target.measured} | {'met' if target.met else '**missed**'} |")
+    return [*lines, ""]
 
 
 def _latency_row(latencies: Latencies, delay: float, label: str) -> str:
@@ -77,10 +126,13 @@ def _overhead(results: Results) -> list[str]:
     return [
         SECTION_OVERHEAD,
         "",
-        f"One token request at a time, {app.count} timed calls of each kind after 10 untimed ones, "
-        "interleaved in blocks of 10. Overhead is the latency minus the fake's fixed delay of "
-        f"{delay:g} ms, so it includes the fake's own HTTP and TLS work and waking up after the delay "
-        "(see the two floors, which have no app code). Client CPU is the calling thread's CPU time.",
+        f"One token request at a time, {app.count} timed calls of each kind after "
+        f"{results.plan.overhead_warmup} untimed ones, interleaved in blocks of 10. The app is called "
+        "as the Functions host calls it: the `directline_token` function from `app.get_functions()`, "
+        "with a `func.HttpRequest` and a `func.Context`. Overhead is the latency minus the fake's fixed "
+        f"delay of {delay:g} ms, so it includes the fake's own HTTP and TLS work and waking up after "
+        "the delay (see the two floors, which have no app code). Client CPU is the calling thread's "
+        "CPU time.",
         "",
         "| call | n | p50 ms | p90 ms | p99 ms | overhead p50 ms | overhead p99 ms "
         "| client CPU p50 ms | errors |",
@@ -100,73 +152,155 @@ def _overhead(results: Results) -> list[str]:
     ]
 
 
+def _level_row(name: str, level: Level) -> str:
+    load = level.load
+    cells = [
+        str(load.concurrency),
+        name,
+        f"{load.requests:,}",
+        f"{load.rps:.0f}",
+        _ms(load.p50_ms),
+        _ms(load.p90_ms),
+        _ms(load.p99_ms),
+        _ms(load.max_ms),
+        str(load.errors),
+        _ms(level.cpu_ms_per_request),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _ratio_row(serve: Level, node: Level) -> str:
+    cells = [
+        str(serve.load.concurrency),
+        f"{serve.load.rps / node.load.rps:.2f}",
+        f"{serve.load.p50_ms / node.load.p50_ms:.2f}",
+        f"{serve.load.p99_ms / node.load.p99_ms:.2f}",
+        f"{serve.cpu_ms_per_request / node.cpu_ms_per_request:.2f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+# What each comparison is, and the cost by which it is won (lower wins).
+_COSTS: dict[str, Callable[[Level], float]] = {
+    "more requests per second": lambda level: -level.load.rps,
+    "a lower p50": lambda level: level.load.p50_ms,
+    "a lower p99": lambda level: level.load.p99_ms,
+    "less CPU per request": lambda level: level.cpu_ms_per_request,
+}
+
+
+def _who_wins(results: Results) -> list[str]:
+    """Where the Node peer wins and where `serve` does, measure by measure."""
+    pairs = [results.throughput.at(level.load.concurrency) for level in results.throughput.serve]
+    lines = []
+    for what, cost in _COSTS.items():
+        node_wins = [str(s.load.concurrency) for s, n in pairs if cost(n) < cost(s)]
+        serve_wins = [str(s.load.concurrency) for s, n in pairs if cost(s) < cost(n)]
+        lines.append(
+            f"- {what}: the Node peer at c = {', '.join(node_wins) or 'none'}; "
+            f"`serve` at c = {', '.join(serve_wins) or 'none'}"
+        )
+    return lines
+
+
 def _throughput(results: Results) -> list[str]:
-    loads = results.throughput.loads
-    tool = loads[0].tool if loads else "none"
+    throughput, plan = results.throughput, results.plan
+    tool = throughput.serve[0].load.tool
+    serve, node = throughput.at(TARGET_CONCURRENCY)
     lines = [
         SECTION_THROUGHPUT,
         "",
-        f"`python -m tokens serve --threads {results.throughput.threads}` in its own process, loaded "
-        f"by {tool} with kept-alive connections for {results.plan.load_seconds:g} s per level, "
-        "after a short warm-up. Every error counts: failed connects, reads or writes, timeouts and "
-        "any answer but 200.",
+        f"`python -m tokens serve --workers {throughput.workers} --threads {throughput.threads}` (one "
+        "worker process per CPU, serve's default threads per process) and the Node peer "
+        "(`benchmarks/node_peer.js`: Node's built-in `http` server and `fetch` with kept-alive "
+        "connections, no validation, identity, rate limits or audit), each in its own process, both "
+        f"running for the whole measurement and taking turns at each level. Loaded by {tool} with "
+        f"kept-alive connections for {plan.load_seconds:g} s per level, after {plan.warmup_seconds:g} s "
+        "of warm-up each. Every error counts: failed connects, reads or writes, timeouts and any "
+        "answer but 200. CPU per request is the server's user and system CPU time (its worker "
+        "processes included, from `/proc/<pid>/stat`) during the level, divided by the requests "
+        "answered; the load generator and the fake share the same two CPUs.",
         "",
-        "| concurrency | requests | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| concurrency | server | requests | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors "
+        "| CPU ms/request |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for load in loads:
-        lines.append(
-            f"| {load.concurrency} | {load.requests:,} | {load.rps:.0f} | {_ms(load.p50_ms)} | "
-            f"{_ms(load.p90_ms)} | {_ms(load.p99_ms)} | {_ms(load.max_ms)} | {load.errors} |"
-        )
-    if loads:
-        best = max(loads, key=lambda load: load.rps)
-        one = loads[0]
-        lines += [
-            "",
-            f"- peak throughput {best.rps:.0f} requests/s at concurrency {best.concurrency}, "
-            f"{best.rps / one.rps:.1f}x that at concurrency {one.concurrency}",
-        ]
-    lines += ["", "![latency percentiles against concurrency](latency.png)", ""]
+    for level in throughput.serve:
+        serve_level, node_level = throughput.at(level.load.concurrency)
+        lines += [_level_row("`serve`", serve_level), _level_row("Node peer", node_level)]
+    lines += [
+        "",
+        "`serve` / Node peer at each level (above 1: `serve` more requests/s, or slower, or more CPU):",
+        "",
+        "| concurrency | requests/s | p50 | p99 | CPU per request |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        *(_ratio_row(*throughput.at(level.load.concurrency)) for level in throughput.serve),
+        "",
+        "Who wins:",
+        "",
+        *_who_wins(results),
+        f"- CPU per request at c={TARGET_CONCURRENCY}: `serve` {_ms(serve.cpu_ms_per_request)} ms, "
+        f"the Node peer {_ms(node.cpu_ms_per_request)} ms",
+        "",
+        "![latency percentiles and throughput against concurrency](latency.png)",
+        "",
+    ]
     return lines
 
 
 def _cold(results: Results) -> list[str]:
     cold = results.cold_start
+    serve, naive, node = (cold.median_first_token(kind) for kind in ("serve", "naive", "node"))
     lines = [
         SECTION_COLD,
         "",
-        f"Median of {cold.runs} fresh processes of each kind, run alternately. Import time is timed "
-        "inside the child; the process column is the wall time of the whole child, interpreter "
-        "start-up included.",
+        f"Process start to first token: {cold.runs} fresh processes of each kind, run in turn, after "
+        f"{results.plan.cold_untimed_runs} untimed run(s) of each. The clock starts just before the "
+        "process is started; the benchmark tries to connect every 2 ms, then sends one token request "
+        "over HTTP and stops the clock when the answer is read. `serve` runs with its default flags; "
+        "the naive server is `benchmarks/naive.py` (the standard library's threading HTTP server and "
+        "a fresh `requests.post`), the Node peer `benchmarks/node_peer.js`.",
         "",
-        "| fresh process | median ms | p90 ms | median process ms |",
+        "| fresh process | first token median ms | p90 ms | listening median ms |",
         "| --- | ---: | ---: | ---: |",
     ]
-    rows = [
-        ("`import function_app`", cold.import_ms["app"], "app"),
-        ("`import azure.functions, requests`", cold.import_ms["base"], "base"),
-        ("`import function_app` + first token through the function", cold.first_ms["app_first"], "app_first"),
-        (
-            "`import azure.functions, requests` + first naive `requests.post`",
-            cold.first_ms["base_first"],
-            "base_first",
-        ),
-    ]
-    for label, samples, kind in rows:
+    for kind, label in (
+        ("serve", "`python -m tokens serve`"),
+        ("naive", "`python -m benchmarks.naive`"),
+        ("node", "`node benchmarks/node_peer.js`"),
+    ):
+        first, listening = cold.first_token_ms[kind], cold.listening_ms[kind]
         lines.append(
-            f"| {label} | {percentile(samples, 50):.1f} | {percentile(samples, 90):.1f} | "
-            f"{percentile(cold.process_ms[kind], 50):.1f} |"
+            f"| {label} | {median(first):.1f} | {percentile(first, 90):.1f} | {median(listening):.1f} |"
         )
-    first_added = cold.median_first("app_first") - cold.median_first("base_first")
     lines += [
         "",
-        f"- importing `function_app` adds **{cold.added_import_ms:.1f} ms** over `azure.functions` "
+        f"- `serve` / naive: **{serve / naive:.2f}x**; `serve` / Node peer: {serve / node:.2f}x "
+        f"({cold.errors} first requests failed)",
+        "",
+        *_imports(results),
+    ]
+    return lines
+
+
+def _imports(results: Results) -> list[str]:
+    cold = results.cold_start
+    lines = [
+        f"Import time, timed inside {cold.runs} fresh interpreters of each kind (interpreter start-up "
+        "excluded, as it is the same for both), run in turn with the servers above:",
+        "",
+        "| fresh interpreter | median ms | p90 ms |",
+        "| --- | ---: | ---: |",
+    ]
+    for kind, label in (("app", "`import function_app`"), ("base", "`import azure.functions, requests`")):
+        samples = cold.import_ms[kind]
+        lines.append(f"| {label} | {median(samples):.1f} | {percentile(samples, 90):.1f} |")
+    lines += [
+        "",
+        f"- importing `function_app` adds **{cold.added_import_ms:+.1f} ms** over `azure.functions` "
         "and `requests`",
-        f"- up to the first token the app adds {first_added:.1f} ms over the naive baseline "
-        f"({cold.errors} failed first requests)",
-        f"- all of the above with bytecode cached; where no .pyc can be kept, compiling "
-        f"`function_app.py` and the {cold.compiled_files - 1} modules of `tokens/` it uses costs "
+        f"- all of the above with bytecode cached; where no .pyc can be kept, compiling the "
+        f"{cold.compiled_files} files of `function_app` and `tokens/` that a token request loads costs "
         f"another {cold.compile_ms:.1f} ms",
         "",
         "What importing `function_app` adds, by top-level package (self time of each module, from "
@@ -178,75 +312,41 @@ def _cold(results: Results) -> list[str]:
     shown = [(package, ms) for package, ms in cold.import_profile if ms >= 0.5][:15]
     lines += [f"| `{package}` | {ms:.1f} |" for package, ms in shown]
     rest = sum(ms for package, ms in cold.import_profile if (package, ms) not in shown)
-    lines += [f"| everything else | {rest:.1f} |", ""]
-    return lines
+    return [*lines, f"| everything else | {rest:.1f} |", ""]
 
 
 def _memory(results: Results) -> list[str]:
-    memory = results.memory
+    memory, plan = results.memory, results.plan
     first = memory.checkpoints[0][1]
     lines = [
         SECTION_MEMORY,
         "",
-        f"VmRSS of a fresh `serve` process (from `/proc/<pid>/status`) after each number of token "
-        f"requests, sent by the Python load generator at concurrency {memory.concurrency}.",
+        f"VmRSS (from `/proc/<pid>/status`) of a fresh `python -m tokens serve --workers 1 --threads "
+        f"{plan.serve_threads}` (one process, so its VmRSS is all of the server) after each number of "
+        f"token requests, sent by the Python load generator at concurrency {memory.concurrency}.",
         "",
         "| requests answered | VmRSS MiB | change from the first |",
         "| ---: | ---: | ---: |",
     ]
     for count, rss in memory.checkpoints:
         lines.append(f"| {count:,} | {rss / 1024:.1f} | {(rss - first) / first * 100:+.1f} % |")
+    lost = memory.answered - memory.audit_lines
     lines += [
         "",
-        f"- errors: {memory.errors}; audit lines written by the server: {memory.audit_lines:,}",
+        f"- errors: {memory.errors}",
+        f"- audit lines in the server's log, counted after it stopped (they are written through a queue "
+        f"that is flushed at exit): {memory.audit_lines:,} for {memory.answered:,} requests answered "
+        f"({'none lost' if lost == 0 else f'**{lost:+,} missing**'})",
         "",
     ]
     return lines
 
 
-def _targets(results: Results) -> list[str]:
-    lines = [
-        "## Targets",
+def _profile(results: Results) -> list[str]:
+    return [
+        SECTION_PROFILE,
         "",
-        "| target | measured | result |",
-        "| --- | ---: | --- |",
-    ]
-    for target in targets(results):
-        lines.append(f"| {target.name} | {target.measured} | {'met' if target.met else '**missed**'} |")
-    return [*lines, ""]
-
-
-def render(results: Results, command: str) -> str:
-    plan, machine = results.plan, results.machine
-    mode = (
-        "quick mode: every measurement cut short, numbers only show that it runs"
-        if plan.quick
-        else ("full run")
-    )
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Written by `{command}` ({mode}) on {machine.started}, in {machine.seconds:.0f} s: "
-        f"Python {machine.python}, {machine.cpus} CPUs, load average "
-        f"{machine.load_before[0]:.2f} before and {machine.load_after[0]:.2f} after. Everything "
-        "runs on this one machine over loopback: the fake Direct Line (its own process, HTTPS with a "
-        f"self-signed RSA 2048 certificate made for the run, {plan.delay_ms:g} ms fixed delay, "
-        "TCP_NODELAY), the app and the load generator share its CPUs, so absolute numbers are "
-        "noisy; compare the ratios within this run.",
-        "",
-        "Trust comes from `REQUESTS_CA_BUNDLE`: certifi's public roots plus the run's certificate, "
-        "so a fresh connection loads a real-sized trust store as it would against Azure. Rate limits "
-        "are set to 1,000,000/second so that they never refuse; the per-second window also keeps "
-        "the limiter's moving-window log to one second of requests.",
-        "",
-        *_targets(results),
-        *_overhead(results),
-        *_throughput(results),
-        *_cold(results),
-        *_memory(results),
-        "## Profile of the app's token function",
-        "",
-        f"pyinstrument over {plan.profile_samples} in-process calls (the wait for the fake's delay "
+        f"pyinstrument over {results.plan.profile_samples} in-process calls (the wait for the fake's delay "
         "shows as time in `ssl`/`socket` reads).",
         "",
         "<details><summary>call tree</summary>",
@@ -258,45 +358,92 @@ def render(results: Results, command: str) -> str:
         "</details>",
         "",
     ]
-    if FINDINGS.is_file():
-        lines += [FINDINGS.read_text(encoding="utf-8").rstrip(), ""]
-    return "\n".join(lines)
+
+
+def _header(results: Results) -> list[str]:
+    plan, machine = results.plan, results.machine
+    command = "python -m benchmarks" + ("" if plan.mode == "full" else f" --{plan.mode}")
+    return [
+        "# Benchmark results",
+        "",
+        f"Written by `{command}` ({MODES[plan.mode]}) on {machine.started}, in {machine.seconds:.0f} s: "
+        f"Python {machine.python}, Node {machine.node}, {machine.cpus} CPUs, load average "
+        f"{machine.load_before[0]:.2f} before and {machine.load_after[0]:.2f} after. Everything runs "
+        "on this one machine over loopback: the fake Direct Line (`tests/fakes.py`, its own process, "
+        "HTTPS with a self-signed RSA 2048 certificate made for the run, "
+        f"{plan.delay_ms:g} ms fixed delay, TCP_NODELAY), the servers and the load generator share its "
+        "CPUs, so absolute numbers are noisy; compare the ratios within this run.",
+        "",
+        "Trust comes from `REQUESTS_CA_BUNDLE`: certifi's public roots plus the run's certificate, so a "
+        "fresh connection loads a real-sized trust store as it would against Azure (the Node peer "
+        "adds the certificate with `NODE_EXTRA_CA_CERTS`). Rate limits are set to 1,000,000/second "
+        "so that they never refuse. Every Python process the run starts keeps and uses bytecode "
+        "(`PYTHONDONTWRITEBYTECODE` is dropped from their environment), and the cold-start "
+        "measurements follow untimed runs that write it, so imports are timed with bytecode cached, "
+        "as on a deployed app.",
+        "",
+    ]
+
+
+def render(results: Results) -> str:
+    return "\n".join(
+        [
+            *_header(results),
+            *_targets(results),
+            *_overhead(results),
+            *_throughput(results),
+            *_cold(results),
+            *_memory(results),
+            *_profile(results),
+        ]
+    )
+
+
+SERVER_COLORS = {"serve": "tab:blue", "node": "tab:orange"}
+PERCENTILE_STYLES = {"p50": "o-", "p90": "s--", "p99": "^:"}
 
 
 def plot(results: Results, path: Path) -> None:
-    loads = results.throughput.loads
-    concurrency = [load.concurrency for load in loads]
+    throughput = results.throughput
     figure, (latency_axes, rps_axes) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for label, values, style in (
-        ("p50", [load.p50_ms for load in loads], "o-"),
-        ("p90", [load.p90_ms for load in loads], "s-"),
-        ("p99", [load.p99_ms for load in loads], "^-"),
-    ):
-        latency_axes.plot(concurrency, values, style, label=label)
+    for name, levels in (("serve", throughput.serve), ("node", throughput.node)):
+        concurrency = [level.load.concurrency for level in levels]
+        for label, style in PERCENTILE_STYLES.items():
+            values = [getattr(level.load, f"{label}_ms") for level in levels]
+            latency_axes.plot(
+                concurrency, values, style, color=SERVER_COLORS[name], label=f"{SERVERS[name]} {label}"
+            )
+        rps_axes.plot(
+            concurrency,
+            [level.load.rps for level in levels],
+            "o-",
+            color=SERVER_COLORS[name],
+            label=SERVERS[name],
+        )
     latency_axes.axhline(results.plan.delay_ms, color="grey", linestyle="--", label="fake Direct Line delay")
-    latency_axes.set_xscale("log", base=2)
     latency_axes.set_yscale("log")
     latency_axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     latency_axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     latency_axes.yaxis.set_minor_formatter(NullFormatter())
-    latency_axes.set_xticks(concurrency, [str(c) for c in concurrency])
-    latency_axes.set_xlabel("concurrent connections")
     latency_axes.set_ylabel("latency (ms, log scale)")
-    latency_axes.set_title("token request latency through serve")
-    latency_axes.grid(True, alpha=0.3)
-    latency_axes.legend()
-    rps_axes.plot(concurrency, [load.rps for load in loads], "o-", color="tab:green")
-    rps_axes.set_xscale("log", base=2)
-    rps_axes.set_xticks(concurrency, [str(c) for c in concurrency])
-    rps_axes.set_xlabel("concurrent connections")
+    latency_axes.set_title("token request latency")
     rps_axes.set_ylabel("requests per second")
     rps_axes.set_title("throughput")
-    rps_axes.grid(True, alpha=0.3)
-    mode = " (quick mode)" if results.plan.quick else ""
+    for axes in (latency_axes, rps_axes):
+        _concurrency_axis(axes, [level.load.concurrency for level in throughput.serve])
+    mode = "" if results.plan.mode == "full" else f" ({results.plan.mode} mode)"
     figure.suptitle(
-        f"python -m tokens serve --threads {results.throughput.threads}{mode}, "
+        f"serve --workers {throughput.workers} --threads {throughput.threads} and the Node peer{mode}, "
         f"{results.machine.cpus} CPUs, loopback"
     )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _concurrency_axis(axes: Axes, concurrency: list[int]) -> None:
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(concurrency, [str(c) for c in concurrency])
+    axes.set_xlabel("concurrent connections")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small")

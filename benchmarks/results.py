@@ -1,57 +1,97 @@
-"""What one benchmark run measured, as plain data for the report."""
+"""What one benchmark run measures (the plan) and what it measured, as plain data for the report."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 from benchmarks.coldstart import ColdStartResult
 from benchmarks.inprocess import OverheadResult
 from benchmarks.load import LoadResult
 
-# The four measurements' headings in RESULTS.md (the quick test looks for each).
+# RESULTS.md's headings, in order (tests/test_benchmarks.py spells them out too).
+SECTION_TARGETS = "## Targets"
 SECTION_OVERHEAD = "## 1. Proxy overhead, in process"
-SECTION_THROUGHPUT = "## 2. Throughput and latency through `serve`"
+SECTION_THROUGHPUT = "## 2. Throughput and latency: `serve` and the Node peer"
 SECTION_COLD = "## 3. Cold start"
 SECTION_MEMORY = "## 4. Memory"
-SECTIONS = (SECTION_OVERHEAD, SECTION_THROUGHPUT, SECTION_COLD, SECTION_MEMORY)
+SECTION_PROFILE = "## Profile of the app's token function"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Plan:
-    quick: bool
+    mode: str  # "full", "quick" or "smoke"
     delay_ms: float
     overhead_samples: int
+    overhead_warmup: int
     profile_samples: int
     concurrency: tuple[int, ...]
     load_seconds: float
+    warmup_seconds: float  # 0: no warm-up, the first level pays for starting up
+    python_load_only: bool  # the Python load generator even where wrk is installed
+    serve_workers: int
     serve_threads: int
     memory_checkpoints: tuple[int, ...]
     memory_concurrency: int
+    settle_seconds: float  # pause before reading VmRSS, so the last answers' buffers are gone
     cold_runs: int
+    cold_untimed_runs: int
     import_profile_runs: int
 
     @classmethod
-    def make(cls, *, quick: bool, delay_ms: float) -> Plan:
+    def make(cls, mode: str, *, delay_ms: float, serve_threads: int) -> Plan:
+        def by_mode(full: T, quick: T, smoke: T) -> T:
+            return {"full": full, "quick": quick, "smoke": smoke}[mode]
+
         return cls(
-            quick=quick,
+            mode=mode,
             delay_ms=delay_ms,
-            overhead_samples=40 if quick else 600,
-            profile_samples=20 if quick else 300,
-            concurrency=(1, 8, 32, 64),
-            load_seconds=2 if quick else 10,
-            # As many as the app's upstream pool keeps connections (tokens.directline.new_session).
-            serve_threads=32,
-            memory_checkpoints=(100, 1_000) if quick else (100, 1_000, 5_000, 10_000, 15_000, 20_000),
+            overhead_samples=by_mode(600, 40, 1),
+            overhead_warmup=by_mode(10, 10, 0),
+            profile_samples=by_mode(300, 20, 1),
+            concurrency=by_mode((1, 8, 32, 64), (1, 8, 32, 64), (1, 64)),
+            load_seconds=by_mode(10.0, 2.0, 0.02),
+            warmup_seconds=by_mode(2.0, 1.0, 0.0),
+            python_load_only=by_mode(False, False, True),
+            serve_workers=os.cpu_count() or 1,
+            serve_threads=serve_threads,
+            memory_checkpoints=by_mode((100, 1_000, 5_000, 10_000, 15_000, 20_000), (100, 1_000), (25, 50)),
             memory_concurrency=8,
-            cold_runs=5 if quick else 20,
-            import_profile_runs=1 if quick else 5,
+            settle_seconds=by_mode(0.2, 0.2, 0.01),
+            cold_runs=by_mode(20, 5, 1),
+            # The untimed run writes the .pyc files; a smoke run only shows that the code runs.
+            cold_untimed_runs=by_mode(1, 1, 0),
+            import_profile_runs=by_mode(5, 1, 1),
         )
 
 
 @dataclass(frozen=True)
+class Level:
+    """One server at one concurrency: what the load generator saw, and the CPU the server used."""
+
+    load: LoadResult
+    server_cpu_seconds: float
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.server_cpu_seconds * 1000 / self.load.requests if self.load.requests else float("nan")
+
+
+@dataclass(frozen=True)
 class ThroughputResult:
+    workers: int
     threads: int
-    loads: tuple[LoadResult, ...]
+    serve: tuple[Level, ...]
+    node: tuple[Level, ...]
+
+    def at(self, concurrency: int) -> tuple[Level, Level]:
+        """(serve, Node peer) at this concurrency."""
+        serve = next(level for level in self.serve if level.load.concurrency == concurrency)
+        node = next(level for level in self.node if level.load.concurrency == concurrency)
+        return serve, node
 
 
 @dataclass(frozen=True)
@@ -59,7 +99,11 @@ class MemoryResult:
     concurrency: int
     checkpoints: tuple[tuple[int, int], ...]  # (requests answered so far, VmRSS in KiB)
     errors: int
-    audit_lines: int
+    audit_lines: int  # counted after the server stopped and flushed its log queue
+
+    @property
+    def answered(self) -> int:
+        return self.checkpoints[-1][0]
 
     @property
     def growth(self) -> float:
@@ -71,6 +115,7 @@ class MemoryResult:
 @dataclass(frozen=True)
 class Machine:
     python: str
+    node: str
     cpus: int
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
@@ -88,13 +133,22 @@ class Results:
     memory: MemoryResult
     profile_text: str
 
-    @property
-    def errors(self) -> int:
-        """Failed calls across every measurement."""
+    def failures(self) -> list[str]:
+        """What makes this run no measurement: failed calls (fast calls skew every latency) and
+        audit lines lost."""
         overhead = self.overhead
-        return (
-            sum(calls.errors for calls in (overhead.app, overhead.naive, overhead.floor, overhead.raw))
-            + sum(load.errors for load in self.throughput.loads)
-            + self.cold_start.errors
-            + self.memory.errors
-        )
+        levels = (*self.throughput.serve, *self.throughput.node)
+        counts = {
+            "in-process calls": sum(
+                calls.errors for calls in (overhead.app, overhead.naive, overhead.floor, overhead.raw)
+            ),
+            "load requests": sum(level.load.errors for level in levels),
+            "cold-start first tokens": self.cold_start.errors,
+            "memory requests": self.memory.errors,
+        }
+        failures = [f"{count} {what} failed" for what, count in counts.items() if count]
+        if self.memory.audit_lines != self.memory.answered:
+            failures.append(
+                f"{self.memory.audit_lines} audit lines for {self.memory.answered} requests answered"
+            )
+        return failures

@@ -7,14 +7,15 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.served import ServedApp, serving
 from tests.fakes import SECRET, FakeDirectLine
+from tests.served import ServedApp, serving
+from tokens import routes
 from tokens.http import Request, Response
 from tokens.service import TokenService, build_service
 from tokens.settings import Settings
@@ -72,6 +73,17 @@ def make_service(fake: FakeDirectLine) -> Iterator[ServiceFactory]:
 @pytest.fixture
 def service(make_service: ServiceFactory) -> TokenService:
     return make_service()
+
+
+@pytest.fixture
+def configured(fake: FakeDirectLine, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDirectLine]:
+    """The process's own service (tokens.routes, as both adapters use it) set up from the
+    environment, against the fake Direct Line; built afresh before and after the test."""
+    for key, value in base_env(fake.base_url).items():
+        monkeypatch.setenv(key, value)
+    routes.reset()
+    yield fake
+    routes.reset()
 
 
 def token_request(
@@ -162,10 +174,16 @@ _log_serial = itertools.count(1)
 
 @contextlib.contextmanager
 def served(
-    env: Mapping[str, str], tmp_path: Path, *, demo: bool = False, name: str = "serve"
+    env: Mapping[str, str],
+    tmp_path: Path,
+    *,
+    demo: bool = False,
+    name: str = "serve",
+    workers: int | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[ServedApp]:
     """`python -m tokens serve` with these settings, logging into tmp_path; a misconfigured app
     (health 503) counts as started, since some tests serve one on purpose."""
     log_path = tmp_path / f"{name}-{next(_log_serial)}.log"
-    with serving(env, log_path, demo=demo, ready_statuses=(200, 503)) as app:
+    with serving(env, log_path, demo=demo, workers=workers, args=args, ready_statuses=(200, 503)) as app:
         yield app

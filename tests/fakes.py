@@ -1,25 +1,40 @@
-"""A scriptable fake Direct Line over real HTTP on loopback, for fault injection, and the small
-parts other fakes share: a loopback HTTP server and a clock a test moves by hand.
+"""The fake Direct Line of the tests and the benchmarks: real HTTP (or HTTPS) on loopback, scriptable
+for fault injection, and the small parts other fakes share: a loopback HTTP server and a clock a test
+moves by hand.
 
 Each test queues what the next calls should meet (a status, a hang, a reset, a huge body...); with
-nothing queued the fake answers like Direct Line does. Every request it receives is recorded.
+nothing queued the fake answers like Direct Line does, after `delay` seconds: `tokens/generate` needs
+the secret, `tokens/refresh` any bearer. Every request it receives is recorded (unless told not to).
+
+The benchmarks run it as a process of its own, over TLS, so that its work never competes with the
+measured app for a GIL: `python -m tests.fakes --tls-dir DIR --delay-ms 20` (see `running_fake`).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import itertools
 import json
+import os
+import signal
 import socket
+import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from benchmarks.served import free_port
+from tests.certs import CertFiles
+from tests.served import ROOT, free_port, stop_process
 
 SECRET = "fake-directline-secret-7Qm2xZ9vRb"
 
@@ -56,6 +71,11 @@ class FakeClock:
 class QuietHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
+        super().setup()
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -63,8 +83,10 @@ class QuietHandler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256
 
     connections = 0
+    tls: ssl.SSLContext | None = None
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients hanging up on a hang or a huge body is the point of those tests
@@ -75,14 +97,22 @@ class _Server(ThreadingHTTPServer):
         # Without it, Nagle's algorithm and delayed ACKs add ~40 ms to replies on kept-alive
         # connections.
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            # The handshake runs in the connection's own thread (QuietHandler.setup), so that a
+            # slow one never holds up the others.
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
         return conn, address
 
 
 class LoopbackServer:
-    """Serves `handler` on a free 127.0.0.1 port, on a thread of its own, until `close()`."""
+    """Serves `handler` on a free 127.0.0.1 port (over TLS with `tls`), on a thread of its own,
+    until `close()`."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(self, handler: type[BaseHTTPRequestHandler], tls: CertFiles | None = None) -> None:
         self._server = _Server(("127.0.0.1", 0), handler)
+        if tls is not None:
+            self._server.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._server.tls.load_cert_chain(tls.cert, tls.key)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
@@ -98,15 +128,27 @@ class LoopbackServer:
 
 
 class FakeDirectLine:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        secret: str = SECRET,
+        *,
+        tls: CertFiles | None = None,
+        delay: float = 0.0,
+        record: bool = True,
+        token_padding: int = 40,
+    ) -> None:
         self.requests: list[Recorded] = []
-        self.delay = 0.0  # seconds before every answer
+        self.secret = secret
+        self.delay = delay  # seconds before every answer
+        self._record = record
+        self._token_padding = token_padding
         self._script: deque[Behaviour] = deque()
         # Consulted when nothing is queued: a behaviour for this request, or None to answer normally.
         # Lets a test fault a known share of a concurrent load (see `fail_where`).
         self.rule: Callable[[Recorded], Behaviour | None] | None = None
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
+        self.conversations: set[str] = set()  # the ones tokens/generate opened
         self._stop = threading.Event()
         fake = self
 
@@ -114,9 +156,13 @@ class FakeDirectLine:
             def do_POST(self) -> None:
                 fake._handle(self)
 
-        self._http = LoopbackServer(Handler)
+            def do_GET(self) -> None:
+                fake._handle(self)
+
+        self._http = LoopbackServer(Handler, tls)
         self.port = self._http.port
-        self.base_url = f"http://127.0.0.1:{self.port}/v3/directline"
+        scheme = "https" if tls is not None else "http"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}/v3/directline"
 
     # -- scripting ----------------------------------------------------------------------------
 
@@ -171,8 +217,9 @@ class FakeDirectLine:
         except ValueError:
             body = raw
         recorded = Recorded(handler.path, dict(handler.headers.items()), body)
-        with self._lock:
-            self.requests.append(recorded)
+        if self._record:
+            with self._lock:
+                self.requests.append(recorded)
         behaviour = self._next(recorded)
         if self.delay:
             time.sleep(self.delay)
@@ -187,16 +234,41 @@ class FakeDirectLine:
             self._reset(handler)
             return
         if behaviour.kind == "ok":
-            self._send(handler, 200, {}, json.dumps(self._token_answer()).encode())
+            self._answer(handler, recorded)
             return
         payload = behaviour.body
         self._send(handler, behaviour.status, behaviour.headers, payload)
 
-    def _token_answer(self) -> dict[str, Any]:
+    def _answer(self, handler: BaseHTTPRequestHandler, recorded: Recorded) -> None:
+        """As Direct Line: a token for the secret (generate, a new conversation), for any bearer
+        (refresh), or for the secret and a conversation it opened (reconnect, with a streamUrl)."""
+        with_secret = recorded.headers.get("Authorization") == f"Bearer {self.secret}"
+        path = recorded.path.removeprefix("/v3/directline/")
+        if handler.command == "GET" and path.startswith("conversations/"):
+            conversation = path.removeprefix("conversations/").partition("?")[0]
+            if not with_secret:
+                self._send(handler, 403, {}, b'{"error":{"code":"BadArgument"}}')
+            elif conversation not in self.conversations:
+                self._send(handler, 404, {}, b'{"error":{"code":"NotFound"}}')
+            else:
+                answer = {**self._token_answer(conversation), "streamUrl": f"wss://stream.example/{conversation}"}
+                self._send(handler, 200, {}, json.dumps(answer).encode())
+        elif handler.command != "POST" or path not in ("tokens/generate", "tokens/refresh"):
+            self._send(handler, 404, {}, b'{"error":{"code":"NotFound"}}')
+        elif path == "tokens/generate" and not with_secret:
+            self._send(handler, 403, {}, b'{"error":{"code":"BadArgument"}}')
+        else:
+            self._send(handler, 200, {}, json.dumps(self._token_answer()).encode())
+
+    def _token_answer(self, conversation: str | None = None) -> dict[str, Any]:
         n = next(self._counter)
+        if conversation is None:
+            conversation = f"conv-{n}"
+            with self._lock:
+                self.conversations.add(conversation)
         return {
-            "conversationId": f"conv-{n}",
-            "token": f"dl-token-{n}-{'x' * 40}",
+            "conversationId": conversation,
+            "token": f"dl-token-{n}-{'x' * self._token_padding}",
             "expires_in": 1800,
             "extraField": "passed through",
         }
@@ -240,3 +312,65 @@ class FakeDirectLine:
 def refused_url() -> str:
     """A loopback URL where nothing listens: connecting to it is refused."""
     return f"http://127.0.0.1:{free_port()}/v3/directline"
+
+
+# -- as a process of its own (the benchmarks) ----------------------------------------------------
+
+READY_PREFIX = "FAKE_DIRECT_LINE_PORT "
+START_TIMEOUT = 20.0
+
+
+@contextlib.contextmanager
+def running_fake(certs: CertFiles, secret: str, delay_ms: float) -> Iterator[str]:
+    """The fake over TLS as a child process, answering after `delay_ms`, recording nothing; yields
+    its Direct Line base URL."""
+    command = [sys.executable, "-m", "tests.fakes", "--tls-dir", str(certs.cert.parent), "--delay-ms", str(delay_ms)]
+    env = {**os.environ, "FAKE_DIRECT_LINE_SECRET": secret}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        yield f"https://127.0.0.1:{_read_port(process)}/v3/directline"
+    finally:
+        stop_process(process)
+
+
+def _read_port(process: subprocess.Popen[str]) -> int:
+    assert process.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        if line.startswith(READY_PREFIX):
+            return int(line[len(READY_PREFIX) :])
+    raise RuntimeError("the fake Direct Line did not start")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes", description=__doc__)
+    parser.add_argument("--tls-dir", type=Path, required=True, help="where make_certificate wrote its files")
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    secret = os.environ.get("FAKE_DIRECT_LINE_SECRET", "")
+    if not secret:
+        parser.error("set FAKE_DIRECT_LINE_SECRET")
+    certs = CertFiles.in_directory(args.tls_dir)
+    fake = FakeDirectLine(secret, tls=certs, delay=args.delay_ms / 1000, record=False, token_padding=600)
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"{READY_PREFIX}{fake.port}", flush=True)
+    try:
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        fake.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import redis
 
-from benchmarks.served import free_port, stop_process
 from tests.prerequisites import missing_prerequisite
+from tests.served import free_port, stop_process
 
 REDIS_SERVER = "redis-server"
 START_TIMEOUT = 10.0

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import unicodedata
+from typing import Any
 
-from tokens.audit import build_record, format_record, outcome_for, sanitize
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.hostile import PROPERTY, characters
+from tokens.audit import EVENTS, MAX_STRING, build_record, format_record, outcome_for, sanitize
 
 
 def _record(**overrides: object) -> dict[str, object]:
@@ -47,3 +53,54 @@ def test_formatted_record_is_one_ascii_line() -> None:
 
 def test_sanitize_keeps_plain_spaces() -> None:
     assert sanitize("Ann Lee\t") == "Ann Lee"
+
+
+# -- properties: the audit record ------------------------------------------------------------------
+
+
+def has_hidden_characters(text: str) -> bool:
+    return any(unicodedata.category(ch)[0] in "CZ" and ch != " " for ch in text)
+
+
+@PROPERTY
+@given(st.text(characters, max_size=1000))
+def test_sanitize_leaves_no_control_character_and_at_most_the_cap(value: str) -> None:
+    clean = sanitize(value)
+    assert not has_hidden_characters(clean)
+    assert len(clean) <= MAX_STRING
+
+
+optional_text = st.none() | st.text(characters, max_size=400)
+records = st.builds(
+    build_record,
+    event=st.sampled_from(EVENTS),
+    status=st.sampled_from([200, 400, 401, 403, 413, 415, 429, 500, 502, 503, 504]),
+    user_id=optional_text,
+    conversation_id=optional_text,
+    auth_mode=st.text(characters, max_size=40),
+    origin=optional_text,
+    client_ip=optional_text,
+    reason=optional_text,
+    duration_ms=st.floats(0, 1e7),
+    invocation_id=optional_text,
+)
+
+
+@PROPERTY
+@given(records)
+def test_every_string_in_a_record_is_clean_and_capped(record: dict[str, Any]) -> None:
+    for value in record.values():
+        if isinstance(value, str):
+            assert not has_hidden_characters(value)
+            assert len(value) <= MAX_STRING
+    assert record["outcome"] == outcome_for(record["status"])
+
+
+@PROPERTY
+@given(records)
+def test_a_formatted_record_is_one_ascii_line_that_parses_back(record: dict[str, Any]) -> None:
+    line = format_record(record)
+    assert line.isascii()
+    assert line.isprintable()
+    assert len(line.splitlines()) == 1
+    assert json.loads(line) == record

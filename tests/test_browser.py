@@ -13,6 +13,7 @@ that Chromium sends is checked as it arrived through the DevTools protocol.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import threading
@@ -26,9 +27,9 @@ from urllib.parse import urlsplit
 import jwt
 import pytest
 
-from benchmarks.served import ServedApp
 from tests.conftest import ARTIFACTS, ROOT, served
 from tests.prerequisites import missing_prerequisite
+from tests.served import ServedApp
 
 PLAYWRIGHT_IMPORT_ERROR: ImportError | None = None
 try:
@@ -135,20 +136,21 @@ class StaticSite:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def set_service(self, service_url: str) -> None:
-        """Serve the page with its one setting pointing at the service, as a site would copy it."""
-        html = (WEB_DIR / "index.html").read_text(encoding="utf-8")
-        assert html.count(SERVICE_URL_SETTING) == 1, "the page's service URL setting has moved"
-        assert html.count(CDN_SCRIPT) == 1, "the page no longer loads Web Chat from the CDN"
-        html = html.replace(SERVICE_URL_SETTING, f"var SERVICE_URL = '{service_url}';")
-        # The site hosts the bundle itself: a route for the CDN would make Playwright fake preflights.
-        html = html.replace(CDN_SCRIPT, "webchat.js")
-        self.server.files.update(
-            {
-                "/": ("text/html; charset=utf-8", html.encode("utf-8")),
-                "/token-client.js": ("text/javascript", (WEB_DIR / "token-client.js").read_bytes()),
-                "/webchat.js": ("text/javascript", BUNDLE.read_bytes()),
-            }
-        )
+        """Serve the pages with their one setting pointing at the service, as a site would copy them."""
+        files = {
+            "/token-client.js": ("text/javascript", (WEB_DIR / "token-client.js").read_bytes()),
+            "/chat.js": ("text/javascript", (WEB_DIR / "chat.js").read_bytes()),
+            "/webchat.js": ("text/javascript", BUNDLE.read_bytes()),
+        }
+        for path, name in (("/", "index.html"), ("/widget.html", "widget.html")):
+            html = (WEB_DIR / name).read_text(encoding="utf-8")
+            assert html.count(SERVICE_URL_SETTING) == 1, f"{name}'s service URL setting has moved"
+            assert html.count(CDN_SCRIPT) == 1, f"{name} no longer loads Web Chat from the CDN"
+            html = html.replace(SERVICE_URL_SETTING, f"var SERVICE_URL = '{service_url}';")
+            # The site hosts the bundle itself: a route for the CDN would make Playwright fake preflights.
+            html = html.replace(CDN_SCRIPT, "webchat.js")
+            files[path] = ("text/html; charset=utf-8", html.encode("utf-8"))
+        self.server.files.update(files)
 
     def close(self) -> None:
         self.server.shutdown()
@@ -208,6 +210,24 @@ def demo(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         allowed.set_service(app.base_url)
         denied.set_service(app.base_url)
         yield Demo(app, allowed, denied)
+
+
+@pytest.fixture(scope="module")
+def plain_demo(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]:
+    """`serve --demo` with the default rate limits (RATE_LIMIT=10/minute)."""
+    with served({}, tmp_path_factory.mktemp("plain"), demo=True) as app:
+        yield app
+
+
+SHORT_TTL = 12  # seconds: long enough to chat, short enough to wait for
+
+
+@pytest.fixture(scope="module")
+def short_demo(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]:
+    """`serve --demo` whose emulator's tokens expire after SHORT_TTL seconds."""
+    env = {"DEMO_TOKEN_TTL": str(SHORT_TTL), "RATE_LIMIT": "1000/minute"}
+    with served(env, tmp_path_factory.mktemp("short"), demo=True) as app:
+        yield app
 
 
 @pytest.fixture
@@ -357,7 +377,7 @@ def test_page_gets_a_token_and_the_echo_bot_answers_a_typed_message(demo: Demo, 
     assert routed.blocked == [], "the page asked for something beyond Web Chat's CDN script"
 
 
-def test_reload_resumes_the_same_conversation_as_the_same_user_with_its_history(
+def test_reload_keeps_the_same_conversation_as_the_same_user_with_its_history_and_no_call(
     demo: Demo, routed: Routed
 ) -> None:
     page = routed.page
@@ -371,20 +391,16 @@ def test_reload_resumes_the_same_conversation_as_the_same_user_with_its_history(
     wait_connected(page, resumed=True)
     expect(user_says(page, "remember this")).to_be_visible()  # shown as the user's own: same user id
     expect(bot_says(page, "You said: remember this")).to_be_visible()
-    chat(page, "and this too")  # the refreshed token works, and all history has arrived before it
+    chat(page, "and this too")  # the stored token works, and all history has arrived before it
 
     after = stored_conversation(page)
     assert after["conversationId"] == before["conversationId"]
-    assert after["token"] != before["token"], "the token was not refreshed through the service"
     assert token_user(after["token"]) == token_user(before["token"])
     assert page.evaluate("key => localStorage.getItem(key)", HANDLE_KEY) == handle
     expect(bot_says(page, "You said: remember this")).to_have_count(1)  # replayed once, not twice
     expect(page.locator(BOT_BUBBLE).filter(has_text=WELCOME)).to_have_count(1)
     records = [r for r in demo.app.audit_records() if r["conversationId"] == before["conversationId"]]
-    assert [(r["event"], r["outcome"]) for r in records] == [
-        ("directline.token", "issued"),
-        ("directline.refresh", "issued"),
-    ]
+    assert [(r["event"], r["outcome"]) for r in records] == [("directline.token", "issued")]
 
 
 def test_page_on_an_allowed_other_origin_passes_the_real_preflight_and_chats(
@@ -451,3 +467,149 @@ def test_screenshot_of_the_working_chat_is_kept_with_the_artifacts(demo: Demo, r
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (1024, 720)
+
+
+# -- ordinary browsing: reloads, expiry, tabs, the widget -------------------------------------------
+
+
+def calls_for(app: ServedApp, conversation_id: str) -> list[tuple[str, str]]:
+    """(event, outcome) of every audit record of one conversation, in order."""
+    return [(r["event"], r["outcome"]) for r in app.audit_records() if r["conversationId"] == conversation_id]
+
+
+def test_thirty_loads_with_the_default_limits_all_chat_and_cost_one_token(
+    plain_demo: ServedApp, routed: Routed
+) -> None:
+    """A visitor clicking through thirty pages that carry the chat: RATE_LIMIT is 10/minute."""
+    page = routed.page
+    page.goto(f"{plain_demo.base_url}/")
+    wait_connected(page)
+    conversation = stored_conversation(page)["conversationId"]
+    for _ in range(29):
+        page.reload()
+        wait_connected(page, resumed=True)
+        expect(page.get_by_role("textbox", name="Message input box")).to_be_enabled()
+    chat(page, "still here after thirty pages")
+    assert stored_conversation(page)["conversationId"] == conversation
+    assert calls_for(plain_demo, conversation) == [("directline.token", "issued")]
+    assert not [r for r in plain_demo.audit_records() if r["outcome"] != "issued"]
+
+
+def test_an_expired_token_is_resumed_after_a_reload_with_the_earlier_messages(
+    short_demo: ServedApp, routed: Routed
+) -> None:
+    page = routed.page
+    page.goto(f"{short_demo.base_url}/")
+    wait_connected(page)
+    chat(page, "before the laptop slept")
+    before = stored_conversation(page)
+
+    page.goto("about:blank")  # the tab away: nothing polls, nothing renews the token
+    page.wait_for_timeout((SHORT_TTL + 1) * 1000)
+    page.goto(f"{short_demo.base_url}/")
+
+    wait_connected(page, resumed=True)
+    expect(user_says(page, "before the laptop slept")).to_be_visible()
+    expect(bot_says(page, "You said: before the laptop slept")).to_be_visible()
+    chat(page, "after waking up")
+    after = stored_conversation(page)
+    assert after["conversationId"] == before["conversationId"]
+    assert token_user(after["token"]) == token_user(before["token"])
+    assert calls_for(short_demo, before["conversationId"]) == [
+        ("directline.token", "issued"),
+        ("directline.resume", "issued"),
+    ]
+
+
+def test_a_token_that_expires_while_the_page_is_open_is_resumed_in_place(
+    short_demo: ServedApp, routed: Routed
+) -> None:
+    page = routed.page
+    page.goto(f"{short_demo.base_url}/")
+    wait_connected(page)
+    chat(page, "before expiry")
+    conversation = stored_conversation(page)["conversationId"]
+    expect(page.locator("#status")).to_have_text(
+        "Connected (conversation resumed).", timeout=(SHORT_TTL + 15) * 1000
+    )
+    chat(page, "after expiry")
+    expect(bot_says(page, "You said: before expiry")).to_have_count(1)
+    assert stored_conversation(page)["conversationId"] == conversation
+    assert ("directline.resume", "issued") in calls_for(short_demo, conversation)
+
+
+def test_a_reload_late_in_the_tokens_life_refreshes_it(short_demo: ServedApp, routed: Routed) -> None:
+    page = routed.page
+    page.goto(f"{short_demo.base_url}/")
+    wait_connected(page)
+    before = stored_conversation(page)
+    page.goto("about:blank")
+    page.wait_for_timeout(SHORT_TTL * 1000 * 6 // 10)  # past half of its life, before its end
+    page.goto(f"{short_demo.base_url}/")
+    wait_connected(page, resumed=True)
+    after = stored_conversation(page)
+    assert after["conversationId"] == before["conversationId"]
+    assert after["token"] != before["token"]
+    assert calls_for(short_demo, before["conversationId"]) == [
+        ("directline.token", "issued"),
+        ("directline.refresh", "issued"),
+    ]
+
+
+def test_a_duplicated_tab_starts_a_conversation_of_its_own(demo: Demo, routed: Routed) -> None:
+    """Direct Line closes all but one WebSocket of a conversation: two tabs must not share one. A
+    duplicated tab starts with a copy of the first tab's session storage."""
+    first = routed.page
+    first.goto(f"{demo.app.base_url}/")
+    wait_connected(first)
+    copied = first.evaluate("key => sessionStorage.getItem(key)", STORAGE_KEY)
+
+    second = first.context.new_page()
+    second.add_init_script(f"sessionStorage.setItem({json.dumps(STORAGE_KEY)}, {json.dumps(copied)})")
+    second.goto(f"{demo.app.base_url}/")
+    wait_connected(second)  # "Connected.": a new conversation
+
+    assert stored_conversation(second)["conversationId"] != stored_conversation(first)["conversationId"]
+    chat(first, "the first tab still chats")
+    chat(second, "and so does the second")
+
+
+def test_the_widget_asks_nothing_until_opened_and_reopens_the_same_conversation(
+    demo: Demo, routed: Routed
+) -> None:
+    page = routed.page
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/api/directline/" in request.url else None)
+    toggle = page.get_by_role("button", name="Chat with us")
+    page.goto(f"{demo.app.base_url}/widget.html")
+    page.wait_for_function("() => !!window.WebChat && !!window.DirectLineChat")
+    page.wait_for_timeout(500)
+    assert asked == [], "the closed widget called the token service"
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+
+    toggle.focus()
+    page.keyboard.press("Enter")  # a real button: the keyboard opens it
+    panel = page.get_by_role("dialog", name="Chat with the bot")
+    expect(panel).to_be_visible()
+    expect(page.get_by_role("button", name="Close chat")).to_have_attribute("aria-expanded", "true")
+    expect(page.locator("#chat-status")).to_have_text("Connected.")
+    chat(page, "hello from the widget")
+    conversation = stored_conversation(page)["conversationId"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "widget.png")
+
+    page.reload()  # the next page of the site: the chat that was open opens again by itself
+    expect(panel).to_be_visible()
+    expect(page.locator("#chat-status")).to_have_text("Connected (conversation resumed).")
+    expect(user_says(page, "hello from the widget")).to_be_visible()
+
+    panel.focus()
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    expect(toggle).to_be_focused()
+    page.reload()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    toggle.click()
+    expect(page.locator("#chat-status")).to_have_text("Connected (conversation resumed).")
+    assert stored_conversation(page)["conversationId"] == conversation
+    assert calls_for(demo.app, conversation) == [("directline.token", "issued")]

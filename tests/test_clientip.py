@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import ipaddress
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.hostile import PROPERTY, any_text
 from tokens.clientip import UNKNOWN, client_address, for_audit, rate_limit_network
 
-# -- one entry, every spelling ------------------------------------------------------------------
+# -- one entry, every spelling ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -60,7 +65,7 @@ def test_every_garbage_entry_maps_to_one_key_so_garbage_buys_no_fresh_allowance(
     assert client_address("junk-1", 1) == client_address("junk-2", 1) == UNKNOWN
 
 
-# -- hops ---------------------------------------------------------------------------------------
+# -- hops ------------------------------------------------------------------------------------------
 
 CHAIN = "198.51.100.1, 203.0.113.5:50000, 10.0.0.7"
 
@@ -121,7 +126,7 @@ def test_ipv4_and_its_ipv6_mapped_form_are_one_caller() -> None:
     assert client_address("::ffff:203.0.113.5", 1) == client_address("203.0.113.5:1", 1)
 
 
-# -- what an allowance is counted on -----------------------------------------------------------
+# -- what an allowance is counted on ---------------------------------------------------------------
 
 
 def test_ipv4_caller_is_counted_by_its_address() -> None:
@@ -141,7 +146,7 @@ def test_unknown_address_is_counted_as_unknown() -> None:
     assert rate_limit_network(UNKNOWN) == UNKNOWN
 
 
-# -- the audit form -----------------------------------------------------------------------------
+# -- the audit form --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -169,3 +174,90 @@ def test_truncated_ipv6_keeps_exactly_the_first_48_bits() -> None:
 
 def test_audit_never_records_garbage_verbatim() -> None:
     assert for_audit("<script>alert(1)</script>", "full") == UNKNOWN
+
+
+# -- properties: the client address ----------------------------------------------------------------
+
+addresses = st.ip_addresses()
+
+
+def canonical(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+@st.composite
+def proxy_entries(draw: st.DrawFn) -> tuple[str, str]:
+    """An entry as a front end writes it, with or without a port, and the address it stands for."""
+    address = draw(addresses)
+    port = draw(st.none() | st.integers(1, 65535))
+    if port is None:
+        return str(address), canonical(address)
+    if address.version == 6:
+        return f"[{address}]:{port}", canonical(address)
+    return f"{address}:{port}", canonical(address)
+
+
+def is_address_or_unknown(result: str) -> bool:
+    if result == UNKNOWN:
+        return True
+    try:
+        return str(ipaddress.ip_address(result)) == result
+    except ValueError:
+        return False
+
+
+@PROPERTY
+@given(any_text | st.just(""), st.lists(proxy_entries(), min_size=1, max_size=4), st.none() | addresses)
+def test_client_chosen_entries_never_become_the_client_address(
+    client_part: str, trusted: list[tuple[str, str]], peer: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+) -> None:
+    """With N trusted hops, the N-th entry from the right is the address, whatever the client wrote
+    to the left of it (more entries, commas, garbage, someone else's address)."""
+    header = ", ".join([client_part, *(entry for entry, _ in trusted)])
+    result = client_address(header, len(trusted), str(peer) if peer else None)
+    assert result == trusted[0][1]
+
+
+@PROPERTY
+@given(any_text, st.integers(0, 5), st.none() | any_text | addresses.map(str))
+def test_client_address_is_always_an_address_or_unknown(header: str, hops: int, peer: str | None) -> None:
+    assert is_address_or_unknown(client_address(header, hops, peer))
+
+
+@PROPERTY
+@given(st.lists(proxy_entries(), min_size=0, max_size=3), st.integers(1, 3), st.none() | addresses)
+def test_fewer_entries_than_trusted_hops_falls_back_to_the_peer(
+    entries: list[tuple[str, str]], missing: int, peer: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+) -> None:
+    """The request skipped a front end: nothing in the header is trusted, not even the right-most."""
+    header = ", ".join(entry for entry, _ in entries)
+    result = client_address(header, len(entries) + missing, str(peer) if peer else None)
+    assert result == (canonical(peer) if peer else UNKNOWN)
+
+
+@PROPERTY
+@given(any_text, addresses)
+def test_zero_hops_ignores_the_header(header: str, peer: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    assert client_address(header, 0, str(peer)) == canonical(peer)
+
+
+@PROPERTY
+@given(addresses)
+def test_truncated_audit_address_is_the_network_of_the_address(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    shown = for_audit(str(address), "truncated")
+    assert shown is not None
+    real = ipaddress.ip_address(canonical(address))
+    prefix = 24 if real.version == 4 else 48
+    assert ipaddress.ip_address(shown) == ipaddress.ip_network(f"{real}/{prefix}", strict=False).network_address
+    assert for_audit(str(address), "none") is None
+
+
+def test_a_stricter_site_counts_ipv6_callers_by_a_wider_network() -> None:
+    neighbours = ["2001:db8:0:1::1", "2001:db8:0:ff::1"]  # two /64s of one /56
+    assert len({rate_limit_network(address) for address in neighbours}) == 2
+    assert len({rate_limit_network(address, 56) for address in neighbours}) == 1
+    assert rate_limit_network("2001:db8:0:ff::1", 48) == "2001:db8::/48"

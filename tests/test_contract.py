@@ -21,10 +21,10 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CheckFunction, not_a_server_error
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
-import function_app
-from benchmarks.served import ServedApp
 from tests.conftest import ALLOWED, served
 from tests.contract import CONFORMANCE, HTTP_METHODS, OPENAPI, AnyCase, Operation, all_operations, load_schema
+from tests.served import ServedApp
+from tokens import routes
 from tokens.server import OPENAPI_PATH
 
 # Per operation and generation mode: a few seconds in all. FUZZ_EXAMPLES=2000 searches harder.
@@ -147,16 +147,14 @@ def _described_methods() -> dict[str, set[str]]:
 
 
 def test_every_route_the_app_serves_is_described_with_its_methods() -> None:
-    served_routes = {
-        f"/api/{route}": set(found.methods) for route, found in function_app.http_routes().items()
-    }
+    served_routes = {f"/api/{route}": set(methods) for route, methods in routes.ROUTES.items()}
     described = _described_methods()
     for path, methods in served_routes.items():
         assert described.get(path) == methods, path
 
 
 def test_every_described_path_is_served() -> None:
-    served_paths = {f"/api/{route}" for route in function_app.http_routes()} | {OPENAPI_PATH}
+    served_paths = {f"/api/{route}" for route in routes.ROUTES} | {OPENAPI_PATH}
     assert set(_described()) == served_paths
 
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import requests
 
-from benchmarks.served import ServedApp
 from tests.conftest import ALLOWED, DATA, AuditLog, base_env, corpus_lines, payload, served, token_request
 from tests.fakes import SECRET, FakeDirectLine
+from tests.served import ServedApp
 from tokens.service import TokenService
 
 TOKEN_ROUTE = "/api/directline/token"

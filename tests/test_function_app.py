@@ -1,5 +1,5 @@
 """The function app as Azure sees it: registered functions read through `app.get_functions()`, and
-the HTTP functions run as plain calls with `func.HttpRequest`."""
+the functions run as plain calls with `func.HttpRequest`, as the Functions host runs them."""
 
 from __future__ import annotations
 
@@ -7,19 +7,54 @@ import ast
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.functions.decorators.http import HttpTrigger
 from azure.functions.timer import TimerRequest
 
 import function_app
-from tests.conftest import ROOT, base_env
+from tests.conftest import ALLOWED, ROOT
 from tests.fakes import FakeDirectLine, refused_url
+from tokens import routes
 from tokens.settings import is_ncrontab
 
-FUNCTIONS = {function.get_function_name(): function for function in function_app.registered_functions()}
+# `app.get_functions()` refuses a second call ("not a unique function name"): read it once.
+FUNCTIONS = {function.get_function_name(): function for function in function_app.app.get_functions()}
+
+
+class InvocationContext(func.Context):
+    """What the Functions host passes as `context`; only the invocation id matters here."""
+
+    def __init__(self, invocation_id: str = "host-invocation-1") -> None:
+        self._invocation_id = invocation_id
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def function_name(self) -> str:
+        return "test"
+
+    @property
+    def function_directory(self) -> str:
+        return str(ROOT)
+
+    @property
+    def thread_local_storage(self) -> type[threading.local]:
+        return threading.local
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
 
 
 def _binding(name: str) -> dict[str, object]:
@@ -28,23 +63,26 @@ def _binding(name: str) -> dict[str, object]:
     return trigger
 
 
-def test_the_app_registers_exactly_four_functions() -> None:
-    assert set(FUNCTIONS) == {"directline_token", "directline_refresh", "health", "warmup_timer"}
+def test_the_app_registers_one_function_per_route_and_the_timer() -> None:
+    assert set(FUNCTIONS) == {
+        "directline_token", "directline_refresh", "directline_resume", "health", "warmup_timer"
+    }
 
 
-@pytest.mark.parametrize(
-    ("name", "route", "methods"),
-    [
-        ("directline_token", "directline/token", ["POST", "OPTIONS"]),
-        ("directline_refresh", "directline/refresh", ["POST", "OPTIONS"]),
-        ("health", "health", ["GET"]),
-    ],
-)
-def test_http_function_route_methods_and_anonymous_auth(name: str, route: str, methods: list[str]) -> None:
+def test_the_http_functions_serve_exactly_the_route_table() -> None:
+    """Hosted mode dispatches the same table, so it can never drift from what Azure serves."""
+    registered = {}
+    for function in FUNCTIONS.values():
+        trigger = function.get_trigger()
+        if isinstance(trigger, HttpTrigger):
+            registered[trigger.route] = {str(getattr(m, "value", m)) for m in trigger.methods or ()}
+    assert registered == {route: set(methods) for route, methods in routes.ROUTES.items()}
+
+
+@pytest.mark.parametrize("name", ["directline_token", "directline_refresh", "directline_resume", "health"])
+def test_http_functions_are_anonymous(name: str) -> None:
     binding = _binding(name)
     assert binding["type"] == "httpTrigger"
-    assert binding["route"] == route
-    assert binding["methods"] == methods
     assert binding["authLevel"] == "ANONYMOUS"
 
 
@@ -57,7 +95,11 @@ def test_timer_has_a_valid_six_field_schedule() -> None:
 
 
 def test_timer_schedule_follows_the_setting() -> None:
-    code = "import function_app, json; print(json.loads(function_app.registered_functions()[3].get_function_json())['bindings'][0]['schedule'])"
+    code = (
+        "import function_app, json\n"
+        "timer = [f for f in function_app.app.get_functions() if f.get_function_name() == 'warmup_timer'][0]\n"
+        "print(json.loads(timer.get_function_json())['bindings'][0]['schedule'])"
+    )
     env = {"WARMUP_SCHEDULE": "30 */2 * * * *", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "30 */2 * * * *"
@@ -71,54 +113,60 @@ def test_host_json_routes_under_api_and_keeps_traces_out_of_sampling() -> None:
     assert "Trace" in excluded.split(";")
 
 
-def test_core_never_imports_azure_functions() -> None:
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+    return names
+
+
+def test_the_core_never_imports_azure_the_adapter_or_the_demo() -> None:
     for path in (ROOT / "tokens").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            else:
-                continue
-            assert not any(name.startswith("azure") for name in names), path
+        for name in _imports(path):
+            assert not name.startswith(("azure", "function_app")), (path, name)
+            # The command line's --demo switch is the one door to the demo, opened only on request.
+            assert not name.startswith("demo") or path.name == "__main__.py", (path, name)
 
 
-@pytest.fixture
-def configured(fake: FakeDirectLine, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDirectLine]:
-    for key, value in base_env(fake.base_url).items():
-        monkeypatch.setenv(key, value)
-    function_app.reset_service()
-    yield fake
-    function_app.reset_service()
+def test_the_adapter_stays_thin() -> None:
+    source = (ROOT / "function_app.py").read_text()
+    assert len(source.splitlines()) <= 120
+    assert not any(name.startswith("azure.functions._") for name in _imports(ROOT / "function_app.py"))
 
 
 def _call(name: str, method: str, body: bytes = b"", headers: dict[str, str] | None = None) -> func.HttpResponse:
     request = func.HttpRequest(method=method, url=f"http://localhost/api/{name}", headers=headers or {}, body=body)
-    response: func.HttpResponse = FUNCTIONS[name].get_user_function()(request)
+    response: func.HttpResponse = FUNCTIONS[name].get_user_function()(request, InvocationContext())
     return response
 
 
-def test_token_function_runs_as_a_plain_call(configured: FakeDirectLine) -> None:
+def test_token_function_runs_as_a_plain_call(configured: FakeDirectLine, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
     response = _call(
         "directline_token", "POST", b'{"userName": "Ann"}',
-        {"Content-Type": "application/json", "Origin": "https://www.contoso.com"},
+        {"Content-Type": "application/json", "Origin": ALLOWED, "X-Forwarded-For": "203.0.113.7:50000"},
     )
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
-    assert response.headers["Access-Control-Allow-Origin"] == "https://www.contoso.com"
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
     assert json.loads(response.get_body())["token"].startswith("dl-token-")
     assert configured.requests[0].body["user"]["name"] == "Ann"
+    audit = [json.loads(r.getMessage()) for r in caplog.records if r.name == "tokens.audit"]
+    assert [(r["invocationId"], r["clientIp"]) for r in audit] == [("host-invocation-1", "203.0.113.0")]
 
 
 def test_token_function_answers_the_preflight(configured: FakeDirectLine) -> None:
-    response = _call("directline_token", "OPTIONS", headers={"Origin": "https://www.contoso.com"})
+    response = _call("directline_token", "OPTIONS", headers={"Origin": ALLOWED})
     assert response.status_code == 204
     assert configured.requests == []
 
 
 def test_health_function_needs_no_direct_line(configured: FakeDirectLine) -> None:
     response = _call("health", "GET")
-    assert (response.status_code, json.loads(response.get_body())) == (200, {"status": "ok"})
+    assert (response.status_code, json.loads(response.get_body())) == (200, {"status": "ok", "directLine": "available"})
     assert configured.requests == []
 
 
@@ -126,12 +174,12 @@ def test_health_names_the_broken_settings_only(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.chdir(tmp_path)  # no .env to fall back on
     monkeypatch.delenv("DIRECT_LINE_SECRET", raising=False)
     monkeypatch.setenv("UPSTREAM_TIMEOUT", "-3")
-    function_app.reset_service()
+    routes.reset()
     try:
         response = _call("health", "GET")
         token = _call("directline_token", "POST")
     finally:
-        function_app.reset_service()
+        routes.reset()
     assert response.status_code == 503
     assert json.loads(response.get_body()) == {
         "status": "misconfigured", "problems": ["DIRECT_LINE_SECRET", "UPSTREAM_TIMEOUT"],
@@ -144,9 +192,8 @@ def test_timer_pings_the_warmup_url_and_never_raises(
     configured: FakeDirectLine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("WARMUP_URL", refused_url() + "/health")
-    function_app.reset_service()
-    timer = TimerRequest(past_due=True)
-    FUNCTIONS["warmup_timer"].get_user_function()(timer)
+    routes.reset()
+    FUNCTIONS["warmup_timer"].get_user_function()(TimerRequest(past_due=True))
     assert "past due" in caplog.text
     assert "Warm-up ping failed" in caplog.text
     assert configured.requests == []  # never Direct Line

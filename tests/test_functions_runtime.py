@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from benchmarks.served import free_port
 from tests.conftest import ALLOWED, ROOT, base_env
 from tests.fakes import SECRET, FakeDirectLine, Recorded
 from tests.functions_host.host import (
@@ -30,6 +29,7 @@ from tests.functions_host.host import (
     worker_environment,
 )
 from tests.prerequisites import missing_prerequisite
+from tests.served import free_port
 
 # -- what the runtime must index: one row per function, compared exactly -------------------------
 

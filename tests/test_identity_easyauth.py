@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import AuditLog, ServiceFactory, assert_denied, payload, token_request
 from tests.fakes import FakeDirectLine
 from tokens.http import Response
+from tokens.identity import user_id_from_claim
 from tokens.service import TokenService
 
 PRINCIPAL_ID = "6c9a1f0e-33d1-4c55-9b1e-0d8d7c2f4a11"
@@ -120,4 +121,23 @@ def test_ids_from_other_providers_are_qualified_by_the_provider(service: TokenSe
     assert service.issue_token(token_request(headers=headers)).status == 200
     headers["X-MS-CLIENT-PRINCIPAL-IDP"] = "facebook"
     assert service.issue_token(token_request(headers=headers)).status == 200
-    assert [r.body["user"]["id"] for r in fake.requests] == ["dl_google_1234567890", "dl_facebook_1234567890"]
+    google, facebook = (r.body["user"]["id"] for r in fake.requests)
+    assert google != facebook
+    assert google == user_id_from_claim("google\n1234567890")
+
+
+def test_a_provider_and_an_id_cannot_spell_another_pair(service: TokenService, fake: FakeDirectLine) -> None:
+    """With "_" between them, "a_b" + "c" and "a" + "b_c" would be one person."""
+    for provider, principal in (("a_b", "c"), ("a", "b_c")):
+        headers = {"X-MS-CLIENT-PRINCIPAL-ID": principal, "X-MS-CLIENT-PRINCIPAL-IDP": provider}
+        assert service.issue_token(token_request(headers=headers)).status == 200
+    first, second = (r.body["user"]["id"] for r in fake.requests)
+    assert first != second
+
+
+def test_entra_ids_are_kept_readable(service: TokenService, fake: FakeDirectLine) -> None:
+    oid = "8f2b7c1e-4a5d-4e6f-9a0b-1c2d3e4f5a6b"
+    for idp in ("aad", None):
+        headers = {"X-MS-CLIENT-PRINCIPAL-ID": oid} | ({"X-MS-CLIENT-PRINCIPAL-IDP": idp} if idp else {})
+        service.issue_token(token_request(headers=headers))
+    assert [r.body["user"]["id"] for r in fake.requests] == [f"dl_{oid}", f"dl_{oid}"]

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from limits import parse_many
 
-from benchmarks.served import ServedApp
 from tests.conftest import (
     STORAGE_ERROR,
     ServiceFactory,
@@ -27,7 +25,8 @@ from tests.conftest import (
 )
 from tests.fakes import FakeClock, FakeDirectLine
 from tests.redis_server import RedisServer, running_redis
-from tokens.ratelimit import RateLimiter
+from tests.served import ServedApp
+from tokens.ratelimit import RateLimiter, parse_limits
 from tokens.service import TokenService
 
 pytestmark = pytest.mark.redis
@@ -54,7 +53,10 @@ def shared_service(make_service: ServiceFactory, redis_server: RedisServer) -> S
 @contextlib.contextmanager
 def two_servers(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[ServedApp, ServedApp]]:
     """Two separate server processes of the app, as two instances of a scaled-out Function app."""
-    with served(env, tmp_path, name="first") as first, served(env, tmp_path, name="second") as second:
+    with (
+        served(env, tmp_path, name="first", workers=1) as first,
+        served(env, tmp_path, name="second", workers=1) as second,
+    ):
         yield first, second
 
 
@@ -112,12 +114,12 @@ def test_two_server_processes_share_one_global_limit(
     assert len(fake.requests) == 5
 
 
-def test_retry_after_from_the_shared_store_is_within_the_window(shared_service: ServiceFactory) -> None:
+def test_retry_after_from_the_shared_store_is_at_most_two_windows(shared_service: ServiceFactory) -> None:
     service = shared_service(RATE_LIMIT="3/minute")
     assert [issue(service) for _ in range(3)] == [200, 200, 200]
     denied = service.issue_token(token_request())
     assert payload(denied)["error"]["code"] == "rate_limited"
-    assert 55 <= int(denied.all_headers()["Retry-After"]) <= 60
+    assert 1 <= int(denied.all_headers()["Retry-After"]) <= 120
 
 
 # -- Redis going away ---------------------------------------------------------------------------
@@ -170,20 +172,20 @@ def test_counting_returns_to_redis_once_it_is_back(
 ) -> None:
     caplog.set_level(logging.INFO, logger="tokens.ratelimit")
     clock = FakeClock()
-    limiter = RateLimiter(parse_many("100/minute"), parse_many("100/minute"), redis_server.url, clock=clock)
-    limiter.check("ip:203.0.113.7")
+    limiter = RateLimiter(parse_limits("100/minute"), parse_limits("100/minute"), redis_server.url, clock=clock)
+    limiter.check(["ip:203.0.113.7"])
     redis_server.stop()
-    limiter.check("ip:203.0.113.7")  # fails over to this process's count
+    limiter.check(["ip:203.0.113.7"])  # fails over to this process's count
     redis_server.start()  # same port, empty
     client = redis_server.client()
     try:
         clock.advance(4.0)
-        limiter.check("ip:203.0.113.7")
+        limiter.check(["ip:203.0.113.7"])
         assert client.dbsize() == 0  # still counting locally: Redis is retried after 5 s only
         clock.advance(1.0)
-        limiter.check("ip:203.0.113.7")
+        limiter.check(["ip:203.0.113.7"])
         assert client.dbsize() == 2  # one key for the caller, one for everyone
-        limiter.check("ip:203.0.113.7")
+        limiter.check(["ip:203.0.113.7"])
         failed, back = [r.getMessage() for r in caplog.records if r.name == "tokens.ratelimit"]
         assert failed.startswith(STORAGE_ERROR)
         assert back.startswith("Rate-limit storage reachable again")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 import requests
 
-from benchmarks.served import ServedApp
-from tests.conftest import ALLOWED, base_env, served
+from tests.conftest import ALLOWED, ROOT, base_env, served
 from tests.fakes import SECRET, FakeDirectLine
-from tokens.server import HostedApp, HostedRequest, HostedResponse, Route
+from tests.served import ServedApp, child_environment
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +53,23 @@ def test_refresh_route_answers_through_the_server(app: ServedApp, fake_upstream:
     assert fake_upstream.requests[-1].headers["Authorization"] == "Bearer dl-token-abc"
 
 
+def test_resume_route_answers_through_the_server(app: ServedApp, fake_upstream: FakeDirectLine) -> None:
+    started = _post(app, "directline/token", json={}, headers={"Origin": ALLOWED}).json()
+    body = {"userHandle": started["userHandle"], "conversationTicket": started["conversationTicket"]}
+    response = _post(app, "directline/resume", json=body, headers={"Origin": ALLOWED})
+    assert response.status_code == 200
+    assert response.json()["conversationId"] == started["conversationId"]
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert fake_upstream.requests[-1].path == f"/v3/directline/conversations/{started['conversationId']}"
+
+
 def test_health_route(app: ServedApp) -> None:
     response = requests.get(f"{app.base_url}/api/health", timeout=5)
-    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert (response.status_code, response.json()) == (200, {"status": "ok", "directLine": "available"})
     assert response.headers["Cache-Control"] == "no-store"
 
 
-@pytest.mark.parametrize("route", ["directline/token", "directline/refresh"])
+@pytest.mark.parametrize("route", ["directline/token", "directline/refresh", "directline/resume"])
 def test_preflight_through_the_server(app: ServedApp, route: str) -> None:
     response = requests.options(
         f"{app.base_url}/api/{route}",
@@ -173,14 +184,48 @@ def test_cors_exposes_retry_after_to_the_page(app: ServedApp) -> None:
     assert response.headers["Access-Control-Expose-Headers"] == "Retry-After"
 
 
-def test_a_handler_that_crashes_answers_500_misconfigured_in_the_error_shape() -> None:
-    def crash(request: HostedRequest) -> HostedResponse:
-        raise RuntimeError("a bug")
+# -- processes, sockets and the client address ------------------------------------------------------
 
-    environ: dict[str, object] = {"PATH_INFO": "/api/health", "REQUEST_METHOD": "GET"}
-    setup_testing_defaults(environ)
-    started: list[str] = []
-    app = HostedApp(routes={"health": Route(frozenset({"GET"}), crash)})
-    body = b"".join(app(environ, lambda status, headers: started.append(status)))
-    assert started == ["500 Internal Server Error"]
-    assert json.loads(body)["error"]["code"] == "misconfigured"
+
+def test_two_workers_answer_and_no_audit_line_is_lost_when_serve_stops(
+    fake_upstream: FakeDirectLine, tmp_path: Path
+) -> None:
+    """Each request on a new connection, so that both workers take some; the log is read after the
+    stop (SIGTERM), when every queued line must have been written."""
+    with served(base_env(fake_upstream.base_url), tmp_path, workers=2) as running:
+        statuses = [
+            requests.post(f"{running.base_url}/api/directline/token", json={}, timeout=10).status_code
+            for _ in range(60)
+        ]
+    assert statuses == [200] * 60
+    log = running.log_path.read_text()
+    assert "2 workers with RATE_LIMIT_STORAGE=memory://: each worker counts on its own" in log
+    assert sum(1 for line in log.splitlines() if " tokens.audit " in line) == 60
+
+
+def test_zero_trusted_hops_counts_callers_by_the_connections_address(
+    fake_upstream: FakeDirectLine, tmp_path: Path
+) -> None:
+    env = base_env(fake_upstream.base_url, TRUSTED_PROXY_HOPS="0", AUDIT_CLIENT_IP="full")
+    with served(env, tmp_path) as running:
+        requests.post(
+            f"{running.base_url}/api/directline/token", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10
+        )
+        record = running.audit_records()[-1]
+    assert record["clientIp"] == "127.0.0.1"
+
+
+def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "tokens", "serve", "--port", str(port)],
+            cwd=ROOT, env=child_environment({"DIRECT_LINE_SECRET": SECRET}), capture_output=True, text=True,
+            timeout=30, check=False,
+        )
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert f"Cannot listen on 127.0.0.1 port {port}" in done.stderr
+    assert "Traceback" not in done.stderr

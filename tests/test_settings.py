@@ -223,3 +223,32 @@ def test_a_non_ascii_secret_is_refused() -> None:
         Settings.from_env({"DIRECT_LINE_SECRET": "sécret-value"})
     assert caught.value.setting_names == ["DIRECT_LINE_SECRET"]
     assert "sécret" not in str(caught.value)
+
+
+def test_every_default_in_the_table_reads_as_valid() -> None:
+    """A default is written once, as an operator would write it, and read like a configured value."""
+    from tokens.settings import SETTINGS
+
+    for name, setting in SETTINGS.items():
+        if setting.default is not None:
+            assert setting.parse(setting.default) is not None, name
+
+
+def test_conversation_tickets_last_a_day_by_default_and_0_turns_resuming_off() -> None:
+    assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET}).conversation_ttl == 86_400
+    assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "CONVERSATION_TTL": "0"}).conversation_ttl == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "59", "299", "2592001", "1.5", "day"])
+def test_a_conversation_ttl_out_of_range_is_refused(value: str) -> None:
+    assert set(_problems(CONVERSATION_TTL=value)) == {"CONVERSATION_TTL"}
+
+
+def test_ipv6_callers_are_counted_by_their_64_by_default_and_a_wider_network_on_request() -> None:
+    assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET}).rate_limit_ipv6_prefix == 64
+    assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "RATE_LIMIT_IPV6_PREFIX": "48"}).rate_limit_ipv6_prefix == 48
+
+
+@pytest.mark.parametrize("value", ["31", "65", "128", "/56", "wide"])
+def test_an_ipv6_prefix_out_of_range_is_refused(value: str) -> None:
+    assert set(_problems(RATE_LIMIT_IPV6_PREFIX=value)) == {"RATE_LIMIT_IPV6_PREFIX"}

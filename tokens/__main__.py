@@ -1,42 +1,31 @@
-"""Command line: `python -m tokens serve [--host] [--port] [--demo]` and `python -m tokens check`."""
+"""Command line: `python -m tokens serve [--host] [--port] [--workers] [--threads] [--demo]` and
+`python -m tokens check`."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import ipaddress
 import logging
 import os
-import secrets
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from tokens.settings import SettingsError, is_loopback_host, load_settings
 
 DEMO_BANNER = """
 ==========================================================================================
   DEMO MODE: tokens come from the embedded Direct Line EMULATOR with an echo bot, not Azure.
-  Nothing here talks to the Bot Framework. Open {url} to chat.
+  Nothing here talks to the Bot Framework. Open {url} to chat,
+  or {url}widget.html for the chat behind a button, as on every page of a site.
 ==========================================================================================
 """
-MAX_REQUEST_BODY = 1024 * 1024  # waitress refuses anything larger before the app sees it
+# Chosen by measurement (benchmarks/RESULTS.md): on 2 CPUs, 2 processes of 12 threads gave the best
+# throughput at 64 concurrent callers with a p99 under 1.5 times the p50; more threads per process
+# spend their CPU on the GIL, and the tail grows. One process per CPU is the default only when the
+# rate-limit counts are shared: with memory:// each process would count on its own.
+DEFAULT_THREADS = 12
 
-
-class OneLineFormatter(logging.Formatter):
-    """Every record on one line, tracebacks included, so that a log reader (or an attacker's
-    newline) can never split or forge a line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\r", "\\r").replace("\n", " | ")
-
-
-def configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    # waitress logs every queue warning at WARNING; keep its INFO chatter out of the audit stream.
-    logging.getLogger("waitress").setLevel(logging.WARNING)
+log = logging.getLogger("tokens")
 
 
 def check(_: argparse.Namespace) -> int:
@@ -63,61 +52,92 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _start_demo(host: str, port: int) -> tuple[str, Callable[[], None]]:
-    """Start the Direct Line emulator on its own loopback port (so the service's calls to it never
-    wait for the service's own threads), point the app at it, and allow the demo page's origins.
-    Returns the address to open and a function that stops the emulator."""
-    from tokens.emulator import start_emulator_server
-
-    secret = "demo-" + secrets.token_urlsafe(24)
-    endpoint, stop = start_emulator_server(secret, host="127.0.0.1", port=0)
-    page_host = _url_host("127.0.0.1" if _is_unspecified(host) else host)
-    os.environ["DIRECT_LINE_SECRET"] = secret
-    os.environ["DIRECT_LINE_ENDPOINT"] = endpoint
-    page_origins = [f"http://{page_host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
-    configured = os.environ.get("ALLOWED_ORIGINS", "").strip()
-    os.environ["ALLOWED_ORIGINS"] = ",".join(dict.fromkeys(filter(None, [configured, *page_origins])))
-    if not is_loopback_host(host):
-        logging.getLogger("tokens").warning(
-            "Demo mode bound to %s: the page works only when opened on this machine "
-            "(http://%s:%s/), since the emulator listens on loopback only",
-            host, page_host, port,
-        )
-    return f"http://{page_host}:{port}/", stop
-
-
 def serve(args: argparse.Namespace) -> int:
-    from tokens.server import OPENAPI_FILE, OPENAPI_PATH, WEB_DIR, HostedApp, run_waitress
+    import threading
 
-    configure_logging()
-    stop_demo: Callable[[], None] | None = None
-    page_url = ""
+    from tokens import logs, server, trust
+
+
+    logging.basicConfig(level=logging.INFO, handlers=[logs.stderr_handler()], force=True)
     if args.demo:
-        page_url, stop_demo = _start_demo(args.host, args.port)
+        args.workers = 1  # the emulator runs in this process
+    elif args.workers is None:
+        shared = os.environ.get("RATE_LIMIT_STORAGE", "").strip().startswith(("redis://", "rediss://"))
+        args.workers = (os.cpu_count() or 1) if shared else 1
     try:
-        load_settings()
+        groups = server.listeners(args.host, args.port, args.workers)
+    except OSError as error:
+        log.error("Cannot listen on %s port %s: %s", args.host, args.port, error.strerror or error)
+        return 1
+    port = groups[0][0].getsockname()[1]
+    # The trust store takes a while to parse, and the first request needs it: start now, on a thread
+    # of its own; or before the workers fork, so that each starts with it (a fork must not copy a
+    # thread's half-done work).
+    if args.workers == 1:
+        threading.Thread(target=trust.context, name="trust-store", daemon=True).start()
+    else:
+        trust.context()
+    page_host = _url_host("127.0.0.1" if _is_unspecified(args.host) else args.host)
+    demo = None
+    if args.demo:
+        try:
+            from demo import start_demo
+        except ImportError:
+            log.error("--demo needs the demo/ folder of the repository next to tokens/")
+            return 1
+        demo = start_demo(page_host, port)
+    try:
+        settings = load_settings()
     except SettingsError as error:
         for problem in error.problems:
-            logging.getLogger("tokens").error("Invalid setting %s", problem)
-        if stop_demo is not None:
-            stop_demo()
+            log.error("Invalid setting %s", problem)
+        if demo is not None:
+            demo.stop()
+        for sockets in groups:
+            for sock in sockets:
+                sock.close()
         return 1
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    function_app = importlib.import_module("function_app")
-    app = HostedApp(
-        routes=function_app.http_routes(),
-        static_dir=WEB_DIR if args.demo else None,
-        extra_static={OPENAPI_PATH: OPENAPI_FILE},
+    if args.workers > 1 and settings.rate_limit_storage == "memory://":
+        log.warning(
+            "%d workers with RATE_LIMIT_STORAGE=memory://: each worker counts on its own, so a caller "
+            "may get up to %d times RATE_LIMIT; use a redis:// store to share one count",
+            args.workers, args.workers,
+        )
+    if demo is not None:
+        print(DEMO_BANNER.format(url=demo.page_url), file=sys.stderr, flush=True)
+        if not is_loopback_host(args.host):
+            log.warning(
+                "Demo mode bound to %s: the page works only when opened on this machine "
+                "(%s), since the emulator listens on loopback only", args.host, demo.page_url,
+            )
+    log.info(
+        "Serving /api on http://%s:%s with %d worker(s) of %d threads",
+        page_host, port, args.workers, args.threads,
     )
-    if args.demo:
-        print(DEMO_BANNER.format(url=page_url), file=sys.stderr, flush=True)
-    logging.getLogger("tokens").info("Serving /api on http://%s:%s", args.host, args.port)
     try:
-        run_waitress(app, host=args.host, port=args.port, threads=args.threads, max_body=MAX_REQUEST_BODY)
+        # Behind a proxy (more than one trusted hop) every connection comes from the proxy: counting
+        # connections per address would throttle everyone at once.
+        per_address = args.per_address if settings.trusted_proxy_hops <= 1 else None
+        guard = server.Guard(args.request_timeout, args.max_connections, per_address)
+        server.run(groups, server.Plan(args.threads, args.demo, logs.configure, guard))
     finally:
-        if stop_demo is not None:
-            stop_demo()
+        if demo is not None:
+            demo.stop()
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0 and at most 3600")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,7 +146,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser = commands.add_parser("serve", help="serve the HTTP functions with waitress")
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=7071)
-    serve_parser.add_argument("--threads", type=int, default=8)
+    serve_parser.add_argument(
+        "--workers",
+        type=_positive,
+        help="processes (default: one per CPU when RATE_LIMIT_STORAGE is redis, else 1)",
+    )
+    serve_parser.add_argument(
+        "--threads", type=_positive, default=DEFAULT_THREADS, help="threads per process (default %(default)s)"
+    )
+    serve_parser.add_argument(
+        "--request-timeout", type=_seconds, default=10.0,
+        help="seconds for a request's headers and body to arrive, from its first byte (default %(default)s)",
+    )
+    serve_parser.add_argument(
+        "--max-connections", type=_positive, default=1000,
+        help="open connections per process (default %(default)s)",
+    )
+    serve_parser.add_argument(
+        "--per-address", type=_positive, default=100,
+        help="open connections per client address, when serve faces the clients (default %(default)s)",
+    )
     serve_parser.add_argument(
         "--demo", action="store_true", help="no secret needed: use the embedded Direct Line emulator"
     )

@@ -1,4 +1,4 @@
-"""The audit trail: exactly one JSON line per POST to the token and refresh routes.
+"""The audit trail: exactly one JSON line per POST to the token, refresh and resume routes.
 
 `build_record` is pure and tested directly; `emit` writes the line on the `tokens.audit` logger.
 Only the fields below are ever recorded: no token, secret, handle, JWT or Authorization header.
@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
-import unicodedata
 from typing import Any
+
+from tokens.text import one_line
 
 AUDIT_LOGGER = "tokens.audit"
 MAX_STRING = 256
-EVENTS = ("directline.token", "directline.refresh")
+EVENTS = ("directline.token", "directline.refresh", "directline.resume")
 
 log = logging.getLogger(AUDIT_LOGGER)
 
 
 def sanitize(value: str) -> str:
-    """Drop control and format characters (newlines, ANSI escapes, bidi marks), then cap the length,
-    so that a caller cannot forge or hide audit lines."""
-    kept = "".join(ch for ch in value if unicodedata.category(ch)[0] not in ("C", "Z") or ch == " ")
-    return kept[:MAX_STRING]
+    """Drop control characters (newlines, ANSI escapes, bidi marks) and odd spaces (tokens/text.py),
+    then cap the length, so that a caller cannot forge or hide audit lines."""
+    return one_line(value)[:MAX_STRING]
 
 
 def outcome_for(status: int) -> str:

@@ -1,51 +1,14 @@
-"""The token request's body: size, media type, JSON object, and the two optional fields."""
+"""The request bodies of the token and resume routes: size, media type, JSON object, and their fields."""
 
 from __future__ import annotations
 
-import json
-import unicodedata
 from typing import Any
 
+from tokens import strictjson
 from tokens.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from tokens.text import MAX_NAME_LENGTH, has_control
 
 MAX_BODY_BYTES = 4096
-MAX_USER_NAME = 64
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # With duplicate keys, which value wins depends on the parser; refuse instead of guessing.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise InvalidRequest(f"The key {key[:32]!r} appears more than once in the body.")
-        result[key] = value
-    return result
-
-
-def _refuse_constant(name: str) -> Any:
-    # Python's json reads NaN, Infinity and -Infinity, which JSON (RFC 8259) does not have.
-    raise ValueError(f"{name} is not JSON")
-
-
-def _is_unicode_text(data: Any) -> bool:
-    """False when a string anywhere in the parsed body holds a lone surrogate.
-
-    JSON's `\\ud800` escapes can spell a half of a UTF-16 pair that no UTF-8 body could carry; such a
-    body is not valid Unicode text (RFC 7493, I-JSON), and passing the string on would fail wherever it
-    is encoded again (a JWT library, a hash).
-    """
-    pending = [data]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if any("\ud800" <= ch <= "\udfff" for ch in item):
-                return False
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return True
 
 
 def is_json_media_type(content_type: str | None) -> bool:
@@ -61,13 +24,26 @@ def is_json_media_type(content_type: str | None) -> bool:
     return True
 
 
-def has_control_characters(text: str) -> bool:
-    """Cc (newlines, ANSI escapes), Cf (bidi marks, zero-width), and line/paragraph separators."""
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for ch in text)
-
-
 def parse_token_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     """The validated body as a dict with at most `userName` and `userHandle`; raise the SPEC's error."""
+    return _token_fields(_json_object(body, content_type))
+
+
+def parse_resume_body(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """The token body's fields plus the required `conversationTicket`; raise the SPEC's error."""
+    data = _json_object(body, content_type)
+    fields = _token_fields(data)
+    ticket = data.get("conversationTicket")
+    if ticket is None:
+        raise InvalidRequest("conversationTicket is required (the one of the last token or resume answer).")
+    if not isinstance(ticket, str):
+        raise InvalidRequest("conversationTicket must be a string.")
+    fields["conversationTicket"] = ticket
+    return fields
+
+
+def _json_object(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """The body as a JSON object (an empty body is `{}`): size, media type, strict JSON, Unicode."""
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge()
     if not body:
@@ -75,25 +51,23 @@ def parse_token_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     if not is_json_media_type(content_type):
         raise UnsupportedMediaType()
     try:
-        data = json.loads(
-            body.decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant
-        )
-    except InvalidRequest:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidRequest("The request body is not valid UTF-8 JSON.") from None
-    if not _is_unicode_text(data):
-        raise InvalidRequest("The request body is not valid UTF-8 JSON: it escapes a lone surrogate.")
+        data = strictjson.loads(body)
+    except strictjson.NotStrictJson as error:
+        raise InvalidRequest(f"The request body is not valid UTF-8 JSON: {error}.") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    return data
+
+
+def _token_fields(data: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     name = data.get("userName")
     if name is not None:
         if not isinstance(name, str):
             raise InvalidRequest("userName must be a string.")
-        if len(name) > MAX_USER_NAME:
-            raise InvalidRequest(f"userName must be at most {MAX_USER_NAME} characters.")
-        if has_control_characters(name):
+        if len(name) > MAX_NAME_LENGTH:
+            raise InvalidRequest(f"userName must be at most {MAX_NAME_LENGTH} characters.")
+        if has_control(name):
             raise InvalidRequest("userName must not contain control characters.")
         if name.strip():
             fields["userName"] = name.strip()

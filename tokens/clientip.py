@@ -68,18 +68,20 @@ def client_address(forwarded_for: str | None, trusted_hops: int, peer: str | Non
     return str(address) if address else UNKNOWN
 
 
-def rate_limit_network(address: str) -> str:
-    """What an anonymous caller's allowance is counted on: the IPv4 address, or the IPv6 /64.
+def rate_limit_network(address: str, ipv6_prefix: int = 64) -> str:
+    """What an anonymous caller's allowance is counted on: the IPv4 address, or its IPv6 network
+    (a /64 by default).
 
-    One home or office connection is given a whole IPv6 /64 and can send from any address in it, so
-    counting per IPv6 address would hand such a caller 2**64 fresh allowances.
+    One home or office connection is given at least a whole IPv6 /64 and can send from any address in
+    it, so counting per IPv6 address would hand such a caller 2**64 fresh allowances. Many providers
+    hand out a /56 or a /48: stricter sites count by those (RATE_LIMIT_IPV6_PREFIX).
     """
     ip = _parse(address)
     if ip is None:
         return UNKNOWN
     if ip.version == 4:
         return str(ip)
-    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
 
 
 def for_audit(address: str, mode: str) -> str | None:

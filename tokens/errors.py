@@ -7,9 +7,12 @@ The tree::
     │   ├── InvalidRequest              400 invalid_request
     │   ├── Unauthorized                401 unauthorized
     │   ├── TokenExpired                401 token_expired
+    │   ├── InvalidTicket               401 invalid_ticket
+    │   ├── TicketNotYours              403 ticket_not_yours
     │   ├── OriginNotAllowed            403 origin_not_allowed
     │   ├── NotFound                    404 not_found            (hosted mode only)
     │   ├── MethodNotAllowed            405 method_not_allowed   (hosted mode only)
+    │   ├── ConversationGone            410 conversation_gone
     │   ├── PayloadTooLarge             413 payload_too_large
     │   ├── UnsupportedMediaType        415 unsupported_media_type
     │   └── RateLimited                 429 rate_limited         (retry_after)
@@ -62,6 +65,32 @@ class TokenExpired(RequestError):
     status = 401
     code = "token_expired"
     default_message = "The Direct Line token has expired or is not known; ask for a new one."
+
+
+class InvalidTicket(RequestError):
+    status = 401
+    code = "invalid_ticket"
+    default_message = (
+        "The conversationTicket is not valid or has expired; start a new conversation with "
+        "/api/directline/token."
+    )
+
+
+class TicketNotYours(RequestError):
+    status = 403
+    code = "ticket_not_yours"
+    default_message = (
+        "The conversationTicket belongs to another user; start a new conversation with "
+        "/api/directline/token."
+    )
+
+
+class ConversationGone(RequestError):
+    status = 410
+    code = "conversation_gone"
+    default_message = (
+        "Direct Line no longer knows this conversation; start a new one with /api/directline/token."
+    )
 
 
 class OriginNotAllowed(RequestError):

@@ -1,4 +1,5 @@
-"""The browser-origin allow-list: pure predicates and the CORS headers that follow from them.
+"""The browser-origin allow-list: pure predicates, the CORS headers that follow from them, and the
+log of refused origins.
 
 An origin is compared in its serialized form (`scheme://host[:port]`) after a strict parse: anything a
 browser would never send (paths, userinfo, trailing dots, non-ASCII, `null`) matches nothing. That is
@@ -7,9 +8,15 @@ an allow-list on purpose: a look-alike such as `https://contoso.com.evil.example
 
 from __future__ import annotations
 
+import json
+import logging
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from tokens.text import one_line
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -23,8 +30,7 @@ CORS_ALLOW_HEADERS = "Authorization, Content-Type"
 CORS_MAX_AGE = "600"
 
 
-@dataclass(frozen=True)
-class Origin:
+class Origin(NamedTuple):
     scheme: str
     host: str
     port: int
@@ -35,8 +41,7 @@ class Origin:
         return f"{self.scheme}://{self.host}:{self.port}"
 
 
-@dataclass(frozen=True)
-class OriginPattern:
+class OriginPattern(NamedTuple):
     """An exact origin, or `scheme://*.suffix[:port]` matching exactly one extra DNS label."""
 
     scheme: str
@@ -109,3 +114,37 @@ def preflight_headers(origin_header: str) -> dict[str, str]:
         "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
         "Access-Control-Max-Age": CORS_MAX_AGE,
     }
+
+
+class RefusalLog:
+    """One warning line per refused origin, so that an operator can see who was turned away, at most
+    once a minute for each origin and `most` lines a minute in all: a flood of made-up origins cannot
+    fill the log. The next line written says how many were held back."""
+
+    def __init__(self, most: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+        self._most = most
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window_start = -60.0
+        self._written = 0
+        self._held_back = 0
+        self._last_seen: dict[str, float] = {}
+        self._log = logging.getLogger("tokens.origins")
+
+    def refused(self, origin: str, where: str) -> None:
+        shown = json.dumps(one_line(origin)[:256])
+        with self._lock:
+            now = self._clock()
+            if now - self._window_start >= 60:
+                self._window_start, self._written = now, 0
+                self._last_seen = {key: seen for key, seen in self._last_seen.items() if now - seen < 60}
+            if self._written >= self._most or now - self._last_seen.get(shown, -60.0) < 60:
+                self._held_back += 1
+                return
+            self._written += 1
+            self._last_seen[shown] = now
+            held_back, self._held_back = self._held_back, 0
+        note = f" ({held_back} more refusals not shown)" if held_back else ""
+        self._log.warning(
+            "Origin not allowed: %s on %s; add it to ALLOWED_ORIGINS if it is yours%s", shown, where, note
+        )

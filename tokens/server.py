@@ -1,150 +1,301 @@
-"""Hosted mode: a WSGI adapter that serves the function app's own HTTP functions under `/api`.
-
-The routes come from `function_app.http_routes()`, i.e. from `app.get_functions()`, so Azure and
-this server run one code path. This module knows nothing of Azure: it maps WSGI to `HostedRequest`
-and back, answers 404/405 for what no function serves, and serves the sample page's files.
+"""Hosted mode: the route table (tokens/routes.py) served over WSGI with waitress, by one or more
+worker processes of several threads each.
 
 The server counts as one trusted front end: it appends the connection's peer address to
 X-Forwarded-For, exactly as Azure's front end does, so `TRUSTED_PROXY_HOPS=1` is right when the
-server faces the clients directly.
+server faces the clients directly; it also passes that address on as the request's peer, which
+`TRUSTED_PROXY_HOPS=0` uses.
+
+With `workers > 1` each worker process has its own listening socket on the port (or, where the
+kernel cannot spread connections across sockets, they share one), its own service, connection pool
+and (with `memory://`) rate-limit counts.
+
+Slow clients cannot starve the server (see `Guard`): waitress reads every request on one event loop
+before a thread sees it, so a trickling client holds a connection, not a thread; connections are
+plentiful (`max_connections` per process), one address may hold only so many of them, and a request
+whose headers and body have not all arrived within `request_timeout` of its first byte is closed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl
+from types import FrameType
+from typing import Any, NamedTuple
 
+from tokens import routes
 from tokens.body import MAX_BODY_BYTES
-from tokens.errors import (
-    InvalidRequest,
-    MethodNotAllowed,
-    Misconfigured,
-    NotFound,
-    PayloadTooLarge,
-    ServiceError,
-)
-from tokens.http import JSON_HEADERS, error_response
+from tokens.errors import InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceError
+from tokens.http import Request, Response, error_response
 
 log = logging.getLogger("tokens.server")
 
 API_PREFIX = "/api/"
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-STATIC_FILES = {"/": "index.html", "/index.html": "index.html", "/token-client.js": "token-client.js"}
+ROOT = Path(__file__).resolve().parent.parent
+WEB_DIR = ROOT / "web"
+PAGES = {
+    "/": "index.html",
+    "/index.html": "index.html",
+    "/widget.html": "widget.html",
+    "/token-client.js": "token-client.js",
+    "/chat.js": "chat.js",
+}
 OPENAPI_PATH = "/api/openapi.yaml"
-OPENAPI_FILE = Path(__file__).resolve().parent.parent / "openapi.yaml"
+OPENAPI_FILE = ROOT / "openapi.yaml"
+MAX_REQUEST_BODY = 1024 * 1024  # waitress refuses anything larger before the app sees it
+BACKLOG = 1024
+IDLE_TIMEOUT = 30  # seconds a kept-alive connection may wait, between requests, for the next one
+
+
+class Guard(NamedTuple):
+    """What keeps slow or greedy clients from starving the server."""
+
+    request_timeout: float = 10.0  # seconds for a request's headers and body, from its first byte
+    max_connections: int = 1000  # open connections per process
+    per_address: int | None = 100  # open connections per client address; None behind a proxy
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
-@dataclass(frozen=True)
-class HostedRequest:
-    method: str
-    route: str  # the path after /api/
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-    base_url: str
-
-
-@dataclass(frozen=True)
-class HostedResponse:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-@dataclass(frozen=True)
-class Route:
-    methods: frozenset[str]
-    handler: Callable[[HostedRequest], HostedResponse]
-
-
-@dataclass
 class HostedApp:
-    routes: Mapping[str, Route]
-    static_dir: Path | None = None
-    extra_static: Mapping[str, Path] = field(default_factory=dict)
+    """The WSGI application: `/api/<route>` from the route table, the OpenAPI description, and
+    in demo mode the sample page's files."""
+
+    def __init__(self, serve_pages: bool = False) -> None:
+        self.serve_pages = serve_pages
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "") or "/"
-        if path in self.extra_static:
-            response = self._static(environ, path)
-        elif path.startswith(API_PREFIX):
-            response = self._api(environ, path[len(API_PREFIX) :])
+        if path.startswith(API_PREFIX) and path != OPENAPI_PATH:
+            response = routes.answer(path[len(API_PREFIX) :], core_request(environ))
+            status, headers, body = response.status, list(response.all_headers().items()), response.body
         else:
-            response = self._static(environ, path)
-        reason = _REASONS.get(response.status, "Unknown")
-        start_response(f"{response.status} {reason}", response.headers)
-        return [response.body]
+            status, headers, body = self._file(environ["REQUEST_METHOD"].upper(), path)
+        start_response(f"{status} {_REASONS.get(status, 'Unknown')}", headers)
+        return [body]
 
-    def _api(self, environ: dict[str, Any], route: str) -> HostedResponse:
-        method = environ["REQUEST_METHOD"].upper()
-        found = self.routes.get(route)
-        if found is None:
-            return _error(NotFound())
-        if method not in found.methods:
-            allowed = ", ".join(sorted(found.methods))
-            answer = _error(MethodNotAllowed())
-            return HostedResponse(answer.status, [*answer.headers, ("Allow", allowed)], answer.body)
-        try:
-            return found.handler(_hosted_request(environ, method, route))
-        except Exception:  # a crash must still answer in the documented shape, as the service's own do
-            log.exception("Unhandled error in %s %s", method, route)
-            return _error(Misconfigured("The service failed unexpectedly."))
-
-    def _static(self, environ: dict[str, Any], path: str) -> HostedResponse:
-        source = self.extra_static.get(path)
-        if source is None and self.static_dir is not None and path in STATIC_FILES:
-            source = self.static_dir / STATIC_FILES[path]
+    def _file(self, method: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        source = OPENAPI_FILE if path == OPENAPI_PATH else None
+        if source is None and self.serve_pages and path in PAGES:
+            source = WEB_DIR / PAGES[path]
         if source is None or not source.is_file():
             return _error(NotFound())
-        if environ["REQUEST_METHOD"].upper() not in ("GET", "HEAD"):
+        if method not in ("GET", "HEAD"):
             return _error(MethodNotAllowed())
-        content_type = _CONTENT_TYPES.get(source.suffix) or "application/octet-stream"
-        if content_type.startswith("text/") or content_type.endswith("yaml"):
-            content_type += "; charset=utf-8"
+        content_type = _CONTENT_TYPES.get(source.suffix, "application/octet-stream")
         headers = [("Content-Type", content_type), ("Cache-Control", "no-cache")]
-        body = b"" if environ["REQUEST_METHOD"].upper() == "HEAD" else source.read_bytes()
-        return HostedResponse(200, headers, body)
+        return 200, headers, b"" if method == "HEAD" else source.read_bytes()
 
 
-def _hosted_request(environ: dict[str, Any], method: str, route: str) -> HostedRequest:
+def core_request(environ: dict[str, Any]) -> Request:
     headers = {
-        key[5:].replace("_", "-").title(): value
+        key[5:].replace("_", "-").lower(): value
         for key, value in environ.items()
         if key.startswith("HTTP_")
     }
     if environ.get("CONTENT_TYPE"):
-        headers["Content-Type"] = environ["CONTENT_TYPE"]
-    peer = environ.get("REMOTE_ADDR")
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    peer = environ.get("REMOTE_ADDR") or None
     if peer:
-        forwarded = headers.get("X-Forwarded-For")
-        headers["X-Forwarded-For"] = f"{forwarded}, {peer}" if forwarded else peer
+        forwarded = headers.get("x-forwarded-for")
+        headers["x-forwarded-for"] = f"{forwarded}, {peer}" if forwarded else peer
     # Read one byte past the limit at most: enough for the core to answer 413, never a huge body.
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
     body = environ["wsgi.input"].read(min(length, MAX_BODY_BYTES + 1)) if length > 0 else b""
-    scheme = environ.get("wsgi.url_scheme", "http")
-    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
-    query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
-    return HostedRequest(method, route, query, headers, body, f"{scheme}://{host}")
+    return Request(
+        environ["REQUEST_METHOD"].upper(), headers, body, peer=peer, invocation_id=os.urandom(16).hex()
+    )
 
 
-def run_waitress(app: WsgiApp, *, host: str, port: int, threads: int, max_body: int) -> None:
-    """Serve `app` with waitress until interrupted.
+def _error(error: ServiceError) -> tuple[int, list[tuple[str, str]], bytes]:
+    response: Response = error_response(error)
+    return response.status, list(response.all_headers().items()), response.body
 
-    waitress answers a request it cannot parse itself (a bad Content-Length, a body over
-    `max_body`, oversized headers), before the app sees it, in plain text. Those answers are
-    given in the service's JSON error shape instead, so that every client meets one shape.
-    """
-    # Imported here: only `serve` needs waitress.
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def listeners(host: str, port: int, workers: int) -> list[list[socket.socket]]:
+    """Listening sockets for each worker; OSError (e.g. the port is in use).
+
+    Where the kernel can spread connections across sockets that share a port (SO_REUSEPORT on
+    Linux), each worker gets sockets of its own: a worker then gets its share of the connections
+    rather than whatever its `accept` wins, which keeps one worker from queueing while another
+    idles. Elsewhere the workers share one set of sockets."""
+    share = workers > 1 and sys.platform == "linux"
+    first = listen(host, port, share_port=share)
+    if not share:
+        return [first] * workers
+    port = first[0].getsockname()[1]
+    return [first] + [listen(host, port, share_port=True) for _ in range(workers - 1)]
+
+
+def listen(host: str, port: int, *, share_port: bool = False) -> list[socket.socket]:
+    """Bound, listening sockets for every address of `host`; OSError (e.g. the port is in use).
+    `share_port`: SO_REUSEPORT, so that other workers' sockets may listen on the same port."""
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if os.name != "nt":  # on Windows it would let another process take the port over
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if share_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            if port == 0:  # every address of the host on the one port the first was given
+                port = sock.getsockname()[1]
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class Plan(NamedTuple):
+    """How each serving process serves."""
+
+    threads: int
+    serve_pages: bool  # the demo's sample pages at /
+    # Runs first in every serving process (it configures logging) and returns what to run when that
+    # process stops (flushing the logs).
+    setup_process: Callable[[], Callable[[], None]]
+    guard: Guard
+
+
+def run(groups: list[list[socket.socket]], plan: Plan) -> None:
+    """Serve until SIGINT or SIGTERM, with one worker process per group of sockets (from
+    `listeners`)."""
+    _allow_open_files(plan.guard.max_connections * len(groups) + 256)
+    if len(groups) == 1:
+        _serve(groups[0], plan)
+        return
+    import multiprocessing  # only here: one process needs none of it (and starts faster)
+
+    # fork shares the sockets and the imported modules; elsewhere (Windows) spawn passes the
+    # sockets to each worker through multiprocessing.
+    forking = "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork") if forking else multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(
+            target=_worker,
+            args=(sockets, plan, os.getpid()),
+            name=f"tokens-worker-{number}",
+        )
+        for number, sockets in enumerate(groups, start=1)
+    ]
+    with _stop_on_signals():
+        try:
+            for process in processes:
+                process.start()
+            while all(process.is_alive() for process in processes):
+                time.sleep(0.2)
+            log.error("A worker process exited; stopping the others")
+        except _Stop:
+            pass
+        finally:
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes:
+                process.join(10)
+            for sock in {sock for sockets in groups for sock in sockets}:
+                sock.close()
+
+
+def _worker(sockets: list[socket.socket], plan: Plan, parent: int) -> None:
+    # A worker must not outlive a parent that was killed outright (and so could not stop it).
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    _serve(sockets, plan)
+
+
+def _serve(sockets: list[socket.socket], plan: Plan) -> None:
+    finish = plan.setup_process()
+    routes.configure(concurrency=plan.threads)
+    try:
+        with _stop_on_signals():
+            server = _waitress(HostedApp(plan.serve_pages), sockets, plan.threads, plan.guard)
+            try:
+                server.run()
+            except _Stop:
+                pass
+            finally:
+                # Let the requests in flight finish (and write their audit lines) before the logs
+                # are flushed; their answers may no longer reach the clients.
+                server.task_dispatcher.shutdown(timeout=5)
+    finally:
+        finish()
+
+
+class _Stop(SystemExit):
+    """Raised in the main thread by SIGTERM/SIGINT, so that `finally` blocks run (flushing logs).
+    A SystemExit, because waitress passes only those (and KeyboardInterrupt) out of its loop: it
+    ends the loop, lets the threads finish their requests, and returns."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _raise_stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop()
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raise this process's limit of open files towards `wanted` (each connection is one), as far as
+    the hard limit allows: the usual soft limit of 1024 is below what `max_connections` promises."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, ceiling), hard))
+
+
+def _waitress(app: HostedApp, sockets: list[socket.socket], threads: int, guard: Guard) -> Any:
+    """A waitress server on these sockets, guarded against slow and greedy clients (`Guard`), whose
+    own error answers (a bad Content-Length, a body over MAX_REQUEST_BODY, oversized headers, given
+    before the app sees the request) come in the service's JSON error shape, so that every client
+    meets one shape.
+
+    The guard lives in the connection's channel, on waitress's one event-loop thread: `received`
+    starts a request's clock at its first byte, `readable` (asked before every turn of the loop, at
+    least once a second) closes a connection whose request is overdue, and the channel's creation and
+    removal count the connections of each address."""
     from waitress.channel import HTTPChannel
     from waitress.server import BaseWSGIServer, create_server
     from waitress.task import ErrorTask
@@ -155,50 +306,91 @@ def run_waitress(app: WsgiApp, *, host: str, port: int, threads: int, max_body: 
             parsed: Any = self.request  # the stubs type it as the error; it is the parsed request
             too_large = parsed.error.code == 413
             error = PayloadTooLarge() if too_large else InvalidRequest("The HTTP request is malformed.")
-            answer = _error(error)
-            self.status = f"{answer.status} {_REASONS[answer.status]}"
-            self.response_headers = [*self.response_headers, *answer.headers]
+            status, headers, body = _error(error)
+            self.status = f"{status} {_REASONS[status]}"
+            self.response_headers = [*self.response_headers, *headers]
             self.set_close_on_finish()
-            self.content_length = len(answer.body)
-            self.write(answer.body)
+            self.content_length = len(body)
+            self.write(body)
 
-    class JsonErrorChannel(HTTPChannel):
+    open_by_address: dict[str, int] = {}
+    lock = threading.Lock()
+
+    class GuardedChannel(HTTPChannel):
         error_task_class = JsonErrorTask
+
+        def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+            super().__init__(server, sock, addr, adj, map)
+            # The first request must arrive in time too: a connection that sends nothing is a slot held.
+            self.request_due: float | None = self.creation_time + guard.request_timeout
+            self.counted_address: str | None = None
+            if guard.per_address is not None:
+                address = str(addr[0] if isinstance(addr, tuple) else addr)
+                with lock:
+                    open_by_address[address] = open_by_address.get(address, 0) + 1
+                    over = open_by_address[address] > guard.per_address
+                self.counted_address = address
+                if over:
+                    self.will_close = True  # closed on the loop's next turn, before reading a byte
+
+        def received(self, data: bytes) -> bool:
+            if self.request_due is None and self.request is None and data:
+                self.request_due = time.time() + guard.request_timeout  # a new request begins
+            result: bool = super().received(data)
+            if self.request is None:  # nothing half-received: until the next request, no clock
+                self.request_due = None
+            return result
+
+        def readable(self) -> bool:
+            if self.request_due is not None and not self.requests and time.time() > self.request_due:
+                self.will_close = True  # its request took too long to arrive
+            readable: bool = super().readable()
+            return readable
+
+        def del_channel(self, map: Any = None) -> None:
+            # Every way a channel is closed ends here (waitress's handle_close skips close()).
+            if self.counted_address is not None:
+                with lock:
+                    left = open_by_address.pop(self.counted_address, 1) - 1
+                    if left > 0:
+                        open_by_address[self.counted_address] = left
+                self.counted_address = None
+            super().del_channel(map)
 
     server: Any = create_server(
         app,
-        host=host,
-        port=port,
+        sockets=sockets,
         threads=threads,
-        max_request_body_size=max_body,
+        max_request_body_size=MAX_REQUEST_BODY,
         ident="tokens",
         # Keep X-Forwarded-For: TRUSTED_PROXY_HOPS, not waitress, decides which entries to believe.
         clear_untrusted_proxy_headers=False,
+        connection_limit=guard.max_connections,
+        channel_timeout=IDLE_TIMEOUT,
+        cleanup_interval=5,
+        # poll(): select() cannot watch descriptors numbered above 1023 (not on Windows: no poll()).
+        asyncore_use_poll=os.name != "nt",
     )
     # One listening server, or several (a host name with IPv4 and IPv6 addresses) in one map.
     listeners = [server] if isinstance(server, BaseWSGIServer) else list(server.map.values())
     for listener in listeners:
         if isinstance(listener, BaseWSGIServer):
-            listener.channel_class = JsonErrorChannel
-    server.run()
-
-
-def _error(error: ServiceError) -> HostedResponse:
-    response = error_response(error)
-    headers = list(response.all_headers().items())
-    return HostedResponse(response.status, headers, response.body)
+            listener.channel_class = GuardedChannel
+    return server
 
 
 _CONTENT_TYPES = {
-    ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".yaml": "application/yaml",
-    ".png": "image/png", ".svg": "image/svg+xml", ".json": "application/json",
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".yaml": "application/yaml; charset=utf-8",
 }
 
 _REASONS = {
-    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
+    200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 410: "Gone", 413: "Payload Too Large",
     415: "Unsupported Media Type", 429: "Too Many Requests", 500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 
-__all__ = ["JSON_HEADERS", "HostedApp", "HostedRequest", "HostedResponse", "Route"]
+if sys.platform == "win32":  # pragma: no cover - no SIGTERM to catch there
+    _STOP_SIGNALS = (signal.SIGINT,)

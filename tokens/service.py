@@ -1,4 +1,4 @@
-"""The use cases: issue a token, refresh a token, answer a preflight, report health.
+"""The use cases: issue, refresh and resume tokens, answer a preflight, report health, warm up.
 
 Orchestration only: each step is a call into the module that owns it, and every outcome of a POST,
 good or bad, leaves exactly one audit record.
@@ -10,25 +10,27 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from tokens import audit, origins
-from tokens.body import MAX_BODY_BYTES, parse_token_body
+from tokens import audit, origins, warmup
+from tokens.body import MAX_BODY_BYTES, parse_resume_body, parse_token_body
 from tokens.clientip import client_address, for_audit, rate_limit_network
-from tokens.directline import DirectLineClient
+from tokens.directline import DirectLineClient, new_session
 from tokens.errors import (
     Misconfigured,
     OriginNotAllowed,
     PayloadTooLarge,
+    RateLimited,
+    RequestError,
     ServiceError,
     Unauthorized,
 )
 from tokens.http import Request, Response, error_response, json_response
-from tokens.identity import AnonymousIdentity, Caller, Identity, bearer_token, build_identity
+from tokens.identity import Identity, bearer_token, build_identity
 from tokens.ratelimit import RateLimiter
 from tokens.settings import Problem, Settings, SettingsError, derive_handle_key
+from tokens.tickets import Tickets, check_owner
 
 log = logging.getLogger("tokens.service")
 
@@ -36,17 +38,22 @@ log = logging.getLogger("tokens.service")
 class Service(Protocol):
     def issue_token(self, request: Request) -> Response: ...
     def refresh_token(self, request: Request) -> Response: ...
+    def resume(self, request: Request) -> Response: ...
     def preflight(self, request: Request) -> Response: ...
     def health(self, request: Request) -> Response: ...
+    def warm_up(self, *, past_due: bool) -> None: ...
 
 
-@dataclass
 class _Outcome:
     """What the audit record needs to know, filled in as the request goes along."""
 
-    client_address: str
-    user_id: str | None = None
-    conversation_id: str | None = None
+    __slots__ = ("client_address", "conversation_id", "counted", "user_id")
+
+    def __init__(self, client_address: str) -> None:
+        self.client_address = client_address
+        self.user_id: str | None = None
+        self.conversation_id: str | None = None
+        self.counted = False  # the rate limiter counted the request (so a denial is not charged twice)
 
 
 class TokenService:
@@ -56,6 +63,7 @@ class TokenService:
         client: DirectLineClient,
         identity: Identity,
         limiter: RateLimiter,
+        tickets: Tickets,
         *,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -63,43 +71,78 @@ class TokenService:
         self.client = client
         self.identity = identity
         self.limiter = limiter
+        self.tickets = tickets
+        self.refusals = origins.RefusalLog()
         self._clock = clock
 
     # -- routes -------------------------------------------------------------------------------
 
     def issue_token(self, request: Request) -> Response:
-        return self._audited("directline.token", request, self._issue)
+        return self._audited("directline.token", request, self._issue, "token")
 
     def refresh_token(self, request: Request) -> Response:
-        return self._audited("directline.refresh", request, self._refresh)
+        return self._audited("directline.refresh", request, self._refresh, "refresh")
+
+    def resume(self, request: Request) -> Response:
+        return self._audited("directline.resume", request, self._resume, "token")
 
     def preflight(self, request: Request) -> Response:
         origin = request.header("origin")
         if origin is None:
             return Response(204, None, {"Allow": origins.CORS_ALLOW_METHODS, "Vary": "Origin"})
         if not origins.is_allowed(origin, self.settings.allowed_origins):
-            return error_response(OriginNotAllowed())
+            self.refusals.refused(origin, "a preflight")
+            return _varies(error_response(OriginNotAllowed()))
         return Response(204, None, origins.preflight_headers(origin))
 
     def health(self, request: Request) -> Response:
-        return self._with_cors(request, json_response(200, {"status": "ok"}))
+        """The settings are valid; and whether Direct Line is answering, as the circuit breaker has
+        seen it (no call is made to find out)."""
+        direct_line = "available" if self.client.breaker.available else "unavailable"
+        answer = json_response(200, {"status": "ok", "directLine": direct_line})
+        return self._with_cors(request, _varies(answer))
+
+    def warm_up(self, *, past_due: bool) -> None:
+        warmup.ping(self.settings.warmup_url, past_due=past_due)
 
     # -- steps --------------------------------------------------------------------------------
 
     def _issue(self, request: Request, outcome: _Outcome) -> Response:
         trusted_origins = self._check_origin(request)
         body = parse_token_body(request.body, request.header("content-type"))
-        caller = self.identity.identify(request.headers, body)
+        caller = self.identity.identify(request.headers, body, self._address_key(outcome.client_address))
         outcome.user_id = caller.user_id
-        self.limiter.check(*self._caller_keys(outcome.client_address, caller))
+        self._count(outcome, caller.limit_keys, "token")
         user: dict[str, Any] = {"id": caller.user_id}
         if caller.name:
             user["name"] = caller.name
         answer = self.client.generate(user, trusted_origins)
-        outcome.conversation_id = _text(answer.get("conversationId"))
-        payload = {**answer, "userId": caller.user_id, "domain": self.client.endpoint}
-        if isinstance(self.identity, AnonymousIdentity):
-            payload["userHandle"] = self.identity.issue_handle(caller.user_id)
+        outcome.conversation_id = answer["conversationId"]
+        payload = {**answer, "userId": caller.user_id, "domain": self.client.endpoint, **caller.answer_fields}
+        ticket = self.tickets.issue(answer["conversationId"], caller.user_id)
+        if ticket is not None:
+            payload["conversationTicket"] = ticket
+        return json_response(200, payload)
+
+    def _resume(self, request: Request, outcome: _Outcome) -> Response:
+        self._check_origin(request)
+        body = parse_resume_body(request.body, request.header("content-type"))
+        caller = self.identity.identify(request.headers, body, self._address_key(outcome.client_address))
+        outcome.user_id = caller.user_id
+        self._count(outcome, caller.limit_keys, "token")  # the same allowance as a new token
+        ticket = self.tickets.read(body["conversationTicket"])
+        outcome.conversation_id = ticket.conversation_id
+        check_owner(ticket, caller.user_id)  # before Direct Line hears of it
+        answer = self.client.reconnect(ticket.conversation_id)
+        payload = {
+            "conversationId": ticket.conversation_id,
+            "token": answer["token"],
+            "expires_in": answer.get("expires_in"),
+            "userId": caller.user_id,
+            "domain": self.client.endpoint,
+            "conversationTicket": self.tickets.issue(ticket.conversation_id, caller.user_id),
+            **caller.answer_fields,
+        }
         return json_response(200, payload)
 
     def _refresh(self, request: Request, outcome: _Outcome) -> Response:
@@ -109,11 +152,11 @@ class TokenService:
         token = bearer_token(request.headers)
         if token is None:
             raise Unauthorized("Send the Direct Line token to refresh as Authorization: Bearer <token>.")
-        self.limiter.check(_address_key(outcome.client_address), pool="refresh")
+        self._count(outcome, [self._address_key(outcome.client_address)], "refresh")
         answer = self.client.refresh(token)
-        outcome.conversation_id = _text(answer.get("conversationId"))
+        outcome.conversation_id = answer["conversationId"]
         payload = {
-            "conversationId": answer.get("conversationId"),
+            "conversationId": answer["conversationId"],
             "token": answer.get("token"),
             "expires_in": answer.get("expires_in"),
             "domain": self.client.endpoint,
@@ -126,34 +169,39 @@ class TokenService:
         if origin is None:
             return []
         if not origins.is_allowed(origin, self.settings.allowed_origins):
+            self.refusals.refused(origin, "a POST")
             raise OriginNotAllowed()
         return [origin]
+
+    def _address_key(self, client_address: str) -> str:
+        """What a caller's network address is counted on (see tokens/clientip.py)."""
+        return "ip:" + rate_limit_network(client_address, self.settings.rate_limit_ipv6_prefix)
 
     def _client_address(self, request: Request) -> str:
         return client_address(
             request.header("x-forwarded-for"), self.settings.trusted_proxy_hops, request.peer
         )
 
-    def _caller_keys(self, client_address: str, caller: Caller) -> list[str]:
-        """A signed-in caller is counted by user id. An anonymous caller is counted by address, and
-        by user id too when it sent a valid handle: handles cost nothing to collect, so they must
-        not buy extra allowance from one address."""
-        if isinstance(self.identity, AnonymousIdentity):
-            keys = [_address_key(client_address)]
-            if caller.verified:
-                keys.append("user:" + caller.user_id)
-            return keys
-        return ["user:" + caller.user_id]
+    def _count(self, outcome: _Outcome, keys: Sequence[str], pool: str) -> None:
+        self.limiter.check(keys, pool)
+        outcome.counted = True
 
     def _audited(
-        self, event: str, request: Request, step: Callable[[Request, _Outcome], Response]
+        self, event: str, request: Request, step: Callable[[Request, _Outcome], Response], pool: str
     ) -> Response:
+        """Run one POST route's step: refused at once when its caller's address has spent its
+        allowance, charged to that address when it is denied before it was counted (denials
+        count too), and audited whatever the outcome."""
         started = self._clock()
         outcome = _Outcome(self._client_address(request))
+        address_key = self._address_key(outcome.client_address)
         reason: str | None = None
         try:
+            self.limiter.refuse_if_spent(address_key, pool)
             response = step(request, outcome)
         except ServiceError as error:
+            if isinstance(error, RequestError) and not isinstance(error, RateLimited) and not outcome.counted:
+                self.limiter.count_denial(address_key, pool)
             reason = error.code
             response = error_response(error)
         except Exception:
@@ -161,15 +209,14 @@ class TokenService:
             log.exception("Unexpected failure in %s", event)
             reason = Misconfigured.code
             response = error_response(Misconfigured("The service failed unexpectedly."))
-        response = self._with_cors(request, response)
-        response.headers.setdefault("Vary", "Origin")
+        response = _varies(self._with_cors(request, response))
         audit.emit(
             audit.build_record(
                 event=event,
                 status=response.status,
                 user_id=outcome.user_id,
                 conversation_id=outcome.conversation_id,
-                auth_mode=self.settings.auth_mode,
+                auth_mode=self.identity.mode,
                 origin=request.header("origin"),
                 client_ip=for_audit(outcome.client_address, self.settings.audit_client_ip),
                 reason=reason,
@@ -201,11 +248,17 @@ class MisconfiguredService:
     def refresh_token(self, request: Request) -> Response:
         return self._fail("directline.refresh", request)
 
+    def resume(self, request: Request) -> Response:
+        return self._fail("directline.resume", request)
+
     def preflight(self, request: Request) -> Response:
-        return error_response(Misconfigured())
+        return _varies(error_response(Misconfigured()))
 
     def health(self, request: Request) -> Response:
-        return json_response(503, {"status": "misconfigured", "problems": self.error.setting_names})
+        return _varies(json_response(503, {"status": "misconfigured", "problems": self.error.setting_names}))
+
+    def warm_up(self, *, past_due: bool) -> None:
+        warmup.ping(None, past_due=past_due)  # the URL is a setting, and the settings are broken
 
     def _fail(self, event: str, request: Request) -> Response:
         started = self._clock()
@@ -227,17 +280,23 @@ class MisconfiguredService:
         return response
 
 
-def _address_key(client_address: str) -> str:
-    return "ip:" + rate_limit_network(client_address)
+def _varies(response: Response) -> Response:
+    """Marks an answer that another Origin could change (its CORS headers), so that no cache
+    between the browser and the service gives one origin's answer to another."""
+    response.headers["Vary"] = "Origin"
+    return response
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
-def build_service(settings: Settings) -> TokenService:
+def build_service(settings: Settings, *, concurrency: int = 32) -> TokenService:
+    """The service for these settings; `concurrency` is how many requests may call Direct Line at
+    once, so that its connection pool keeps one warm connection for each."""
     client = DirectLineClient(
-        settings.direct_line_endpoint, settings.direct_line_secret, settings.upstream_timeout
+        settings.direct_line_endpoint,
+        settings.direct_line_secret,
+        settings.upstream_timeout,
+        session=new_session(settings.direct_line_endpoint, pool_size=concurrency),
     )
     # Counts of different bots sharing one Redis stay apart: the namespace is a digest of the key
     # derived from the secret (not the secret itself, and not reversible).
@@ -245,10 +304,11 @@ def build_service(settings: Settings) -> TokenService:
     limiter = RateLimiter(
         settings.rate_limit, settings.global_rate_limit, settings.rate_limit_storage, namespace=namespace
     )
-    return TokenService(settings, client, build_identity(settings), limiter)
+    tickets = Tickets(settings.user_handle_key, settings.conversation_ttl)
+    return TokenService(settings, client, build_identity(settings), limiter, tickets)
 
 
-def service_from_env() -> Service:
+def service_from_env(*, concurrency: int = 32) -> Service:
     """The process's service: built once from the settings, or a stand-in that reports them."""
     from tokens.settings import load_settings
 
@@ -264,7 +324,7 @@ def service_from_env() -> Service:
                 "TRUSTED_PROXY_HOPS is 0: X-Forwarded-For is ignored and, where the host gives no peer "
                 "address (Azure Functions, hosted mode), every anonymous caller shares one allowance"
             )
-        return build_service(settings)
+        return build_service(settings, concurrency=concurrency)
     except SettingsError as error:
         for problem in error.problems:
             log.error("Invalid setting %s", problem)

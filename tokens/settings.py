@@ -1,8 +1,9 @@
-"""Settings: every app setting of the SPEC, parsed and validated together.
+"""Settings: every app setting of the SPEC in one table, parsed and validated together.
 
-`Settings.from_env(environ)` either returns a frozen `Settings` or raises `SettingsError` carrying every
-problem at once, each named by its setting. Messages describe what is wrong with a value without ever
-repeating a secret's value.
+`Settings.from_env(environ)` returns a frozen `Settings` or raises `SettingsError` carrying every
+problem at once, each named by its setting. Each setting's default is written once, in `SETTINGS`, as
+the text an operator would write, and goes through the same parser as a configured value. Messages
+describe what is wrong with a value without ever repeating a secret's value.
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
 from tokens.origins import OriginPattern, parse_pattern
-
-if TYPE_CHECKING:  # `limits` is imported on first use: function_app imports this module at start-up
-    from limits import RateLimitItem
+from tokens.ratelimit import Limit, parse_limits
 
 DEFAULT_ENDPOINT = "https://directline.botframework.com/v3/directline"
 DEFAULT_WARMUP_SCHEDULE = "0 */5 * * * *"
@@ -40,8 +38,7 @@ _DIRECT_LINE_HOSTS = ("directline.botframework.com", "directline.botframework.az
 _REGIONAL_HOST_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.directline\.botframework\.com")
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     setting: str
     message: str
 
@@ -59,44 +56,107 @@ class SettingsError(Exception):
         return sorted({problem.setting for problem in self.problems})
 
 
-@dataclass(frozen=True)
-class Settings:
-    direct_line_secret: str = field(repr=False)
-    direct_line_endpoint: str = DEFAULT_ENDPOINT
-    allowed_origins: tuple[OriginPattern, ...] = ()
-    auth_mode: str = "anonymous"
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    jwks_url: str | None = None
-    jwt_algorithms: tuple[str, ...] = ("RS256",)
-    jwt_secret: str | None = field(default=None, repr=False)
-    user_claim: str = "sub"
-    name_claim: str = "name"
-    user_handle_key: bytes = field(default=b"", repr=False)
-    user_handle_ttl: int = 2_592_000
-    rate_limit: tuple[RateLimitItem, ...] = ()
-    global_rate_limit: tuple[RateLimitItem, ...] = ()
-    rate_limit_storage: str = field(default="memory://", repr=False)
-    trusted_proxy_hops: int = 1
-    upstream_timeout: float = 5.0
-    warmup_url: str | None = None
-    warmup_schedule: str = DEFAULT_WARMUP_SCHEDULE
-    audit_client_ip: str = "truncated"
+class Setting(NamedTuple):
+    """One row of the table: the `Settings` field it fills, its default as an operator would write
+    it (None: no default), how to read it (None or ValueError: not valid), and what a valid value
+    looks like."""
+
+    field: str
+    default: str | None
+    parse: Callable[[str], Any]
+    expected: str
+    required: bool = False
+
+
+class Settings(NamedTuple):
+    direct_line_secret: str
+    direct_line_endpoint: str
+    allowed_origins: tuple[OriginPattern, ...]
+    auth_mode: str
+    jwt_issuer: str | None
+    jwt_audience: str | None
+    jwks_url: str | None
+    jwt_algorithms: tuple[str, ...]
+    jwt_secret: str | None
+    user_claim: str
+    name_claim: str
+    user_handle_key: bytes
+    user_handle_ttl: int
+    rate_limit: tuple[Limit, ...]
+    global_rate_limit: tuple[Limit, ...]
+    rate_limit_storage: str  # a redis:// URL may carry a password
+    trusted_proxy_hops: int
+    upstream_timeout: float
+    warmup_url: str | None
+    warmup_schedule: str
+    audit_client_ip: str
+    conversation_ttl: int
+    rate_limit_ipv6_prefix: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        return _Parser(environ).parse()
+        values: dict[str, Any] = {}
+        problems: list[Problem] = []
+        for name, setting in SETTINGS.items():
+            raw = environ.get(name, "").strip()
+            value = None
+            if raw:
+                value, problem = _read(setting, raw)
+                if problem is not None:
+                    problems.append(Problem(name, problem))
+            elif setting.required:
+                problems.append(Problem(name, setting.expected))
+            if value is None and setting.default is not None:
+                value = setting.parse(setting.default)  # every default is valid (a test says so)
+            values[setting.field] = value
+        _fill_derived(values, environ)
+        problems += _check_together(values, environ)
+        if problems:
+            raise SettingsError(problems)
+        return cls(**values)
+
+    def __repr__(self) -> str:
+        fields = zip(self._fields, self, strict=True)
+        shown = ", ".join(f"{name}={value!r}" for name, value in fields if name not in _HIDDEN)
+        return f"Settings({shown})"
+
+
+class InvalidValue(ValueError):
+    """A reader's own explanation of what is wrong, safe to show (it never quotes a secret)."""
+
+
+def _read(setting: Setting, raw: str) -> tuple[Any, str | None]:
+    """The value, or None and what is wrong with the text. Other ValueErrors (int("x"), a bad port)
+    quote the value, so only a reader's own InvalidValue message is shown."""
+    try:
+        value = setting.parse(raw)
+    except InvalidValue as error:
+        return None, str(error)
+    except ValueError:
+        return None, setting.expected
+    return value, None if value is not None else setting.expected
 
 
 def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> Settings:
     """Read `.env` (never overriding a real environment variable), then validate."""
     if environ is None:
-        from dotenv import find_dotenv, load_dotenv
+        dotenv_path = dotenv_path or find_dotenv()
+        if dotenv_path is not None:
+            from dotenv import load_dotenv  # only when there is a file: it costs a cold start
 
-        # The .env of the directory the command runs in, as a developer expects.
-        load_dotenv(dotenv_path=dotenv_path or find_dotenv(usecwd=True), override=False)
+            load_dotenv(dotenv_path=dotenv_path, override=False)
         environ = os.environ
     return Settings.from_env(environ)
+
+
+def find_dotenv() -> Path | None:
+    """The .env of the directory the command runs in or of the nearest one above it, as a developer
+    expects (python-dotenv's find_dotenv(usecwd=True) looks the same way)."""
+    here = Path.cwd()
+    for directory in (here, *here.parents):
+        if (directory / ".env").is_file():
+            return directory / ".env"
+    return None
 
 
 def derive_handle_key(secret: str) -> bytes:
@@ -117,192 +177,34 @@ def is_direct_line_host(host: str) -> bool:
     return host in _DIRECT_LINE_HOSTS or _REGIONAL_HOST_RE.fullmatch(host) is not None
 
 
-T = TypeVar("T")
+# -- readers: text -> value, or None / ValueError when the text is not valid ---------------------
 
 
-class _Parser:
-    """Collects every problem instead of stopping at the first one."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.env = environ
-        self.problems: list[Problem] = []
-
-    def get(self, name: str) -> str | None:
-        value = self.env.get(name, "").strip()
-        return value or None
-
-    def problem(self, name: str, message: str) -> None:
-        self.problems.append(Problem(name, message))
-
-    def optional(self, name: str, default: T, convert: Callable[[str], T | None], expected: str) -> T:
-        """Convert one optional setting; on failure record `expected` and fall back to the default."""
-        raw = self.get(name)
-        if raw is None:
-            return default
-        value = _quietly(convert, raw)
-        if value is None:
-            self.problem(name, expected)
-            return default
-        return value
-
-    def parse(self) -> Settings:
-        secret = self._secret()
-        settings = Settings(
-            direct_line_secret=secret,
-            direct_line_endpoint=self.optional(
-                "DIRECT_LINE_ENDPOINT", DEFAULT_ENDPOINT, _endpoint,
-                "must be an https URL on a Direct Line host (directline.botframework.com, "
-                "<region>.directline.botframework.com, directline.botframework.azure.cn), "
-                "or http(s) on a loopback host",
-            ),
-            allowed_origins=self._origins(),
-            auth_mode=self.optional(
-                "AUTH_MODE", "anonymous", lambda v: v if v in AUTH_MODES else None,
-                "must be one of anonymous, jwt, easyauth",
-            ),
-            jwt_issuer=self.get("AUTH_JWT_ISSUER"),
-            jwt_audience=self.get("AUTH_JWT_AUDIENCE"),
-            jwks_url=self.optional(
-                "AUTH_JWKS_URL", None, key_url, "must be an https URL (or http on a loopback host)",
-            ),
-            jwt_algorithms=self.optional(
-                "AUTH_JWT_ALGORITHMS", ("RS256",), _algorithms,
-                "must be a comma-separated list of one family: "
-                f"{', '.join(HMAC_ALGORITHMS)} or {', '.join(ASYMMETRIC_ALGORITHMS)}",
-            ),
-            jwt_secret=self.get("AUTH_JWT_SECRET"),
-            user_claim=self.get("AUTH_USER_CLAIM") or "sub",
-            name_claim=self.get("AUTH_NAME_CLAIM") or "name",
-            user_handle_key=self._handle_key(secret),
-            user_handle_ttl=self.optional(
-                "USER_HANDLE_TTL", 2_592_000, lambda v: _int_in(v, 60, 31_536_000),
-                "must be a whole number of seconds from 60 to 31536000",
-            ),
-            rate_limit=self.optional(
-                "RATE_LIMIT", _limits("10/minute") or (), _limits,
-                "must be in limits notation such as 10/minute, several joined with ;",
-            ),
-            global_rate_limit=self.optional(
-                "GLOBAL_RATE_LIMIT", _limits("600/minute") or (), _limits,
-                "must be in limits notation such as 600/minute, several joined with ;",
-            ),
-            rate_limit_storage=self.optional(
-                "RATE_LIMIT_STORAGE", "memory://", _storage,
-                "must be memory://, or a redis:// or rediss:// URL",
-            ),
-            trusted_proxy_hops=self.optional(
-                "TRUSTED_PROXY_HOPS", 1, lambda v: _int_in(v, 0, 10), "must be a whole number from 0 to 10",
-            ),
-            upstream_timeout=self.optional(
-                "UPSTREAM_TIMEOUT", 5.0, _timeout, "must be a number of seconds above 0 and at most 60",
-            ),
-            warmup_url=self._warmup_url(),
-            warmup_schedule=self.optional(
-                "WARMUP_SCHEDULE", DEFAULT_WARMUP_SCHEDULE,
-                lambda v: v if is_ncrontab(v) else None,
-                "must be a six-field NCRONTAB expression such as 0 */5 * * * *",
-            ),
-            audit_client_ip=self.optional(
-                "AUDIT_CLIENT_IP", "truncated", lambda v: v if v in AUDIT_CLIENT_IP_MODES else None,
-                "must be one of full, truncated, none",
-            ),
-        )
-        if settings.auth_mode == "jwt":
-            self._check_jwt(settings)
-        if settings.auth_mode == "easyauth":
-            self._check_easyauth()
-        if self.problems:
-            raise SettingsError(self.problems)
-        return settings
-
-    def _secret(self) -> str:
-        secret = self.get("DIRECT_LINE_SECRET")
-        if secret is None:
-            self.problem("DIRECT_LINE_SECRET", "is required (the bot's Direct Line secret)")
-            return ""
-        if not secret.isascii() or any(ch.isspace() or not ch.isprintable() for ch in secret):
-            self.problem("DIRECT_LINE_SECRET", "contains white space, control or non-ASCII characters")
-        return secret
-
-    def _origins(self) -> tuple[OriginPattern, ...]:
-        raw = self.get("ALLOWED_ORIGINS")
-        if raw is None:
-            return ()
-        patterns = []
-        for entry in (part.strip() for part in raw.split(",")):
-            if not entry:
-                continue
-            pattern = parse_pattern(entry)
-            if pattern is None:
-                self.problem(
-                    "ALLOWED_ORIGINS",
-                    f"{entry[:80]!r} is not an origin such as https://www.contoso.com "
-                    "or https://*.contoso.com",
-                )
-            else:
-                patterns.append(pattern)
-        return tuple(patterns)
-
-    def _handle_key(self, secret: str) -> bytes:
-        raw = self.get("USER_HANDLE_KEY")
-        if raw is None:
-            return derive_handle_key(secret) if secret else b""
-        if len(raw.encode()) < MIN_KEY_BYTES:
-            self.problem("USER_HANDLE_KEY", f"must be at least {MIN_KEY_BYTES} bytes long")
-        return raw.encode()
-
-    def _warmup_url(self) -> str | None:
-        raw = self.get("WARMUP_URL")
-        if raw is not None:
-            url = _quietly(_http_url, raw)
-            if url is None:
-                self.problem("WARMUP_URL", "must be an http or https URL")
-            return url
-        host = self.get("WEBSITE_HOSTNAME")
-        return f"https://{host}/api/health" if host else None
-
-    def _check_easyauth(self) -> None:
-        # On App Service the platform says whether its authentication runs in front of the app.
-        # Without it anyone could send the principal headers and choose a user id: fail closed.
-        on_app_service = self.get("WEBSITE_SITE_NAME") is not None
-        if on_app_service and (self.get("WEBSITE_AUTH_ENABLED") or "").lower() != "true":
-            self.problem(
-                "AUTH_MODE",
-                "is easyauth, but App Service Authentication is not turned on for this app "
-                "(WEBSITE_AUTH_ENABLED is not True), so the principal headers could be forged",
-            )
-
-    def _check_jwt(self, settings: Settings) -> None:
-        if settings.jwt_issuer is None:
-            self.problem("AUTH_JWT_ISSUER", "is required when AUTH_MODE is jwt")
-        if settings.jwt_audience is None:
-            self.problem("AUTH_JWT_AUDIENCE", "is required when AUTH_MODE is jwt")
-        if settings.jwt_algorithms[0] in HMAC_ALGORITHMS:
-            if settings.jwt_secret is None:
-                self.problem("AUTH_JWT_SECRET", "is required when AUTH_JWT_ALGORITHMS is HS*")
-            elif len(settings.jwt_secret.encode()) < MIN_KEY_BYTES:
-                self.problem("AUTH_JWT_SECRET", f"must be at least {MIN_KEY_BYTES} bytes long")
-        elif (
-            settings.jwks_url is None
-            and settings.jwt_issuer is not None
-            and _quietly(key_url, settings.jwt_issuer) is None
-        ):
-            self.problem(
-                    "AUTH_JWKS_URL",
-                    "is required unless AUTH_JWT_ISSUER is an https URL to discover the keys from",
-                )
+def _secret(text: str) -> str:
+    if not (text.isascii() and text.isprintable()) or " " in text:
+        raise InvalidValue("contains white space, control or non-ASCII characters")
+    return text
 
 
-def _quietly(convert: Callable[[str], T | None], text: str) -> T | None:
-    try:
-        return convert(text)
-    except ValueError:
-        return None
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    return lambda text: text if text in choices else None
 
 
-def _int_in(text: str, low: int, high: int) -> int | None:
+def _text(text: str) -> str:
+    return text
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int | None]:
+    def read(text: str) -> int | None:
+        value = int(text)
+        return value if low <= value <= high else None
+
+    return read
+
+
+def _ttl_or_off(text: str) -> int | None:
     value = int(text)
-    return value if low <= value <= high else None
+    return value if value == 0 or 300 <= value <= 2_592_000 else None
 
 
 def _timeout(text: str) -> float | None:
@@ -310,10 +212,14 @@ def _timeout(text: str) -> float | None:
     return value if math.isfinite(value) and 0 < value <= 60 else None
 
 
-def _limits(text: str) -> tuple[RateLimitItem, ...] | None:
-    from limits import parse_many
-
-    return tuple(parse_many(text)) or None
+def _origins(text: str) -> tuple[OriginPattern, ...]:
+    entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+    patterns = [parse_pattern(entry) for entry in entries]
+    bad = [entry[:80] for entry, pattern in zip(entries, patterns, strict=True) if pattern is None]
+    if bad:
+        listed = ", ".join(repr(entry) for entry in bad)
+        raise InvalidValue(f"{listed}: not an origin such as https://www.contoso.com or https://*.contoso.com")
+    return tuple(pattern for pattern in patterns if pattern is not None)
 
 
 def _split(text: str) -> SplitResult:
@@ -367,6 +273,141 @@ def _algorithms(text: str) -> tuple[str, ...] | None:
     if all(name in ASYMMETRIC_ALGORITHMS for name in names):
         return names
     return None  # unknown names, or HMAC mixed with public-key algorithms (key confusion)
+
+
+def _handle_key(text: str) -> bytes | None:
+    key = text.encode()
+    return key if len(key) >= MIN_KEY_BYTES else None
+
+
+def _schedule(text: str) -> str | None:
+    return text if is_ncrontab(text) else None
+
+
+_LIMITS = "must be in limits notation such as {}, several joined with ;"
+
+_HIDDEN = frozenset({"direct_line_secret", "jwt_secret", "user_handle_key", "rate_limit_storage"})
+
+# The SPEC's settings table. Defaults that depend on other settings (USER_HANDLE_KEY, WARMUP_URL,
+# AUTH_JWKS_URL) are None here and filled in by `_fill_derived`.
+SETTINGS: dict[str, Setting] = {
+    "DIRECT_LINE_SECRET": Setting(
+        "direct_line_secret", None, _secret, "is required (the bot's Direct Line secret)", required=True,
+    ),
+    "DIRECT_LINE_ENDPOINT": Setting(
+        "direct_line_endpoint", DEFAULT_ENDPOINT, _endpoint,
+        "must be an https URL on a Direct Line host (directline.botframework.com, "
+        "<region>.directline.botframework.com, directline.botframework.azure.cn), "
+        "or http(s) on a loopback host",
+    ),
+    "ALLOWED_ORIGINS": Setting("allowed_origins", "", _origins, "must be a comma-separated list of origins"),
+    "AUTH_MODE": Setting(
+        "auth_mode", "anonymous", _one_of(*AUTH_MODES), "must be one of anonymous, jwt, easyauth"
+    ),
+    "AUTH_JWT_ISSUER": Setting("jwt_issuer", None, _text, "must be the issuer"),
+    "AUTH_JWT_AUDIENCE": Setting("jwt_audience", None, _text, "must be the audience"),
+    "AUTH_JWKS_URL": Setting(
+        "jwks_url", None, key_url, "must be an https URL (or http on a loopback host)"
+    ),
+    "AUTH_JWT_ALGORITHMS": Setting(
+        "jwt_algorithms", "RS256", _algorithms,
+        "must be a comma-separated list of one family: "
+        f"{', '.join(HMAC_ALGORITHMS)} or {', '.join(ASYMMETRIC_ALGORITHMS)}",
+    ),
+    "AUTH_JWT_SECRET": Setting("jwt_secret", None, _text, "must be the shared secret"),
+    "AUTH_USER_CLAIM": Setting("user_claim", "sub", _text, "must name a claim"),
+    "AUTH_NAME_CLAIM": Setting("name_claim", "name", _text, "must name a claim"),
+    "USER_HANDLE_KEY": Setting(
+        "user_handle_key", None, _handle_key, f"must be at least {MIN_KEY_BYTES} bytes long"
+    ),
+    "USER_HANDLE_TTL": Setting(
+        "user_handle_ttl", "2592000", _int_in(60, 31_536_000),
+        "must be a whole number of seconds from 60 to 31536000",
+    ),
+    "RATE_LIMIT": Setting("rate_limit", "10/minute", parse_limits, _LIMITS.format("10/minute")),
+    "GLOBAL_RATE_LIMIT": Setting(
+        "global_rate_limit", "600/minute", parse_limits, _LIMITS.format("600/minute")
+    ),
+    "RATE_LIMIT_STORAGE": Setting(
+        "rate_limit_storage", "memory://", _storage, "must be memory://, or a redis:// or rediss:// URL"
+    ),
+    "TRUSTED_PROXY_HOPS": Setting(
+        "trusted_proxy_hops", "1", _int_in(0, 10), "must be a whole number from 0 to 10"
+    ),
+    "UPSTREAM_TIMEOUT": Setting(
+        "upstream_timeout", "5", _timeout, "must be a number of seconds above 0 and at most 60"
+    ),
+    "WARMUP_URL": Setting("warmup_url", None, _http_url, "must be an http or https URL"),
+    "WARMUP_SCHEDULE": Setting(
+        "warmup_schedule", DEFAULT_WARMUP_SCHEDULE, _schedule,
+        "must be a six-field NCRONTAB expression such as 0 */5 * * * *",
+    ),
+    "AUDIT_CLIENT_IP": Setting(
+        "audit_client_ip", "truncated", _one_of(*AUDIT_CLIENT_IP_MODES),
+        "must be one of full, truncated, none",
+    ),
+    "RATE_LIMIT_IPV6_PREFIX": Setting(
+        "rate_limit_ipv6_prefix", "64", _int_in(32, 64),
+        "must be a prefix length from 32 to 64, such as 64 (one connection), 56 or 48 (stricter)",
+    ),
+    "CONVERSATION_TTL": Setting(
+        "conversation_ttl", "86400", _ttl_or_off,
+        "must be 0 (resuming off) or a whole number of seconds from 300 to 2592000 (30 days)",
+    ),
+}
+
+
+def _fill_derived(values: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Defaults that follow from other settings."""
+    if values["user_handle_key"] is None:
+        secret = values["direct_line_secret"]
+        values["user_handle_key"] = derive_handle_key(secret) if secret else b""
+    host = environ.get("WEBSITE_HOSTNAME", "").strip()
+    if values["warmup_url"] is None and host:
+        values["warmup_url"] = f"https://{host}/api/health"
+
+
+def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> list[Problem]:
+    """Rules that involve more than one setting."""
+    problems = []
+    if values["auth_mode"] == "jwt":
+        if values["jwt_issuer"] is None:
+            problems.append(Problem("AUTH_JWT_ISSUER", "is required when AUTH_MODE is jwt"))
+        if values["jwt_audience"] is None:
+            problems.append(Problem("AUTH_JWT_AUDIENCE", "is required when AUTH_MODE is jwt"))
+        if values["jwt_algorithms"][0] in HMAC_ALGORITHMS:
+            secret = values["jwt_secret"]
+            if secret is None:
+                problems.append(Problem("AUTH_JWT_SECRET", "is required when AUTH_JWT_ALGORITHMS is HS*"))
+            elif len(secret.encode()) < MIN_KEY_BYTES:
+                problems.append(Problem("AUTH_JWT_SECRET", f"must be at least {MIN_KEY_BYTES} bytes long"))
+        elif values["jwks_url"] is None and _quietly(key_url, values["jwt_issuer"] or "") is None:
+            problems.append(
+                Problem(
+                    "AUTH_JWKS_URL",
+                    "is required unless AUTH_JWT_ISSUER is an https URL to discover the keys from",
+                )
+            )
+    # On App Service the platform says whether its authentication runs in front of the app. Without
+    # it anyone could send the principal headers and choose a user id: fail closed.
+    on_app_service = bool(environ.get("WEBSITE_SITE_NAME", "").strip())
+    auth_enabled = environ.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true"
+    if values["auth_mode"] == "easyauth" and on_app_service and not auth_enabled:
+        problems.append(
+            Problem(
+                "AUTH_MODE",
+                "is easyauth, but App Service Authentication is not turned on for this app "
+                "(WEBSITE_AUTH_ENABLED is not True), so the principal headers could be forged",
+            )
+        )
+    return problems
+
+
+def _quietly(read: Callable[[str], Any], text: str) -> Any:
+    try:
+        return read(text)
+    except ValueError:
+        return None
 
 
 # NCRONTAB: second minute hour day month day-of-week, each with its range; names allowed where

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import requests
 
@@ -14,8 +14,7 @@ log = logging.getLogger("tokens.warmup")
 PING_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True)
-class PingResult:
+class PingResult(NamedTuple):
     url: str | None
     status: int | None
     latency_ms: float | None

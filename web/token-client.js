@@ -1,37 +1,53 @@
 /*
- * token-client.js: gets Direct Line tokens for Web Chat from the token service.
- * No dependencies; copy it into your site. It defines window.DirectLineTokenClient.
+ * token-client.js: gets Direct Line tokens for Web Chat from the token service, and keeps the
+ * conversation across reloads and after its token expired. No dependencies; copy it into your site.
+ * It defines window.DirectLineTokenClient.
  *
  *   const client = DirectLineTokenClient.create({ serviceUrl: '' });   // '' = same origin
- *   const s = await client.start();   // {token, domain, conversationId, watermark, resumed}
+ *   const s = await client.start();   // {token, domain, conversationId, watermark, how}
  *   const directLine = WebChat.createDirectLine({
  *     token: s.token, domain: s.domain, conversationId: s.conversationId, webSocket: false
  *   });
- *   // on every incoming activity: client.remember(directLine, activity)   (see index.html)
+ *   // on every incoming activity: client.remember(directLine, activity)   (see chat.js)
  *
  * Options of create(): serviceUrl, userName (sent in anonymous mode), getIdentityToken (async,
  * returns the site's sign-in token for AUTH_MODE=jwt), storagePrefix, and for tests fetch, now,
- * localStorage, sessionStorage.
+ * localStorage, sessionStorage, BroadcastChannel.
+ *
+ * start() decides what a page load costs, by what the tab holds:
+ *   - a token with more than half of its life left: reused, no call to the service ("reused");
+ *   - a token near its end: refreshed through /api/directline/refresh ("refreshed"; should that
+ *     fail, the token is still used while it lasts);
+ *   - a token that has expired (the tab slept, the page came back an hour later): the same
+ *     conversation resumed through /api/directline/resume with its ticket ("resumed");
+ *   - nothing, or a ticket the service refuses (invalid_ticket, ticket_not_yours,
+ *     conversation_gone): a new conversation through /api/directline/token ("new").
  *
  * What it stores, and where:
  *   localStorage   `<prefix>:userHandle`    the signed handle the service returns in anonymous mode;
  *                                           sending it back gets the same user id ("remember me"
  *                                           without a login), across tabs and browser restarts.
- *   sessionStorage `<prefix>:conversation`  {token, conversationId, expiresAt, domain, watermark}.
- *                                           Session storage survives a reload but not closing the
- *                                           tab, so a token never outlives the tab on disk, and two
+ *   sessionStorage `<prefix>:conversation`  {token, conversationId, expiresAt, lifetime, domain,
+ *                                           watermark, ticket}. Session storage is the tab's own: it
+ *                                           survives a reload but not closing the tab, so a token
+ *                                           and its ticket never outlive the tab on disk, and two
  *                                           tabs hold two conversations instead of fighting over one
- *                                           watermark.
+ *                                           (Direct Line closes all but one WebSocket of a
+ *                                           conversation). A duplicated tab starts with a copy of
+ *                                           the session storage: it asks the other tabs first
+ *                                           (BroadcastChannel) and starts its own conversation when
+ *                                           another tab already holds this one.
  *
- * start() resumes the stored conversation while its token is still valid (after refreshing the token
- * through the service); once it has expired, or the service says token_expired, it starts a new
- * conversation as the same remembered user. Errors reject with a DirectLineTokenClient.ServiceError
- * carrying the service's {status, code, message, retryAfter}; no message ever contains a token.
+ * Errors reject with a DirectLineTokenClient.ServiceError carrying the service's {status, code,
+ * message, retryAfter}; no message ever contains a token.
  */
 (function (global) {
   'use strict';
 
-  var EXPIRY_MARGIN_MS = 30 * 1000; // a token this close to expiry may die before the refresh lands
+  var EXPIRY_MARGIN_MS = 30 * 1000; // a token this close to its end may die before the page uses it
+  // (or a tenth of its life, for tokens shorter than five minutes: the demo's, made to expire fast)
+  var CLAIM_WAIT_MS = 100; // how long a tab waits for another tab to say it holds the conversation
+  var START_OVER = ['invalid_ticket', 'ticket_not_yours', 'conversation_gone'];
 
   class ServiceError extends Error {
     constructor(status, code, message, retryAfter) {
@@ -82,14 +98,14 @@
     }
   }
 
-  // Direct Line tokens are JWTs; their `exp` tells when a token renewed by Web Chat itself expires.
-  function jwtExpiryMs(token) {
+  // Direct Line tokens are JWTs; their `iat` and `exp` tell the life of a token Web Chat renewed.
+  function jwtClaims(token) {
     try {
       var part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-      var exp = JSON.parse(atob(part + '==='.slice((part.length + 3) % 4))).exp;
-      return typeof exp === 'number' ? exp * 1000 : null;
+      var claims = JSON.parse(atob(part + '==='.slice((part.length + 3) % 4)));
+      return claims && typeof claims === 'object' ? claims : {};
     } catch (_) {
-      return null;
+      return {};
     }
   }
 
@@ -119,8 +135,42 @@
     var fetchFn = options.fetch || global.fetch.bind(global);
     var local = safeStorage(options.localStorage || global.localStorage);
     var session = safeStorage(options.sessionStorage || global.sessionStorage);
+    var Channel = options.BroadcastChannel || global.BroadcastChannel;
     var HANDLE = prefix + ':userHandle';
     var CONVERSATION = prefix + ':conversation';
+    var channel = Channel ? new Channel(prefix) : null;
+    var held = null; // the conversation this tab holds, which it tells other tabs about
+    var tab = Math.random().toString(36).slice(2); // messages of this tab's own are not news
+
+    if (channel) {
+      channel.onmessage = function (event) {
+        var data = event.data || {};
+        if (data.type === 'who-holds' && data.tab !== tab && held && data.conversationId === held) {
+          channel.postMessage({ type: 'held', conversationId: held, tab: tab });
+        }
+      };
+    }
+
+    // Whether another open tab holds this conversation (this one being a duplicate of it).
+    function heldElsewhere(conversationId) {
+      if (!channel) return Promise.resolve(false);
+      return new Promise(function (resolve) {
+        var asking = new Channel(prefix);
+        var timer = setTimeout(function () {
+          asking.close();
+          resolve(false);
+        }, CLAIM_WAIT_MS);
+        asking.onmessage = function (event) {
+          var data = event.data || {};
+          if (data.type === 'held' && data.tab !== tab && data.conversationId === conversationId) {
+            clearTimeout(timer);
+            asking.close();
+            resolve(true);
+          }
+        };
+        asking.postMessage({ type: 'who-holds', conversationId: conversationId, tab: tab });
+      });
+    }
 
     async function call(path, init) {
       var response;
@@ -154,82 +204,107 @@
       );
     }
 
-    // Direct Line always sends expires_in; should it ever not, the token's own `exp` still says.
-    function expiresAt(body) {
-      if (typeof body.expires_in === 'number') return now() + body.expires_in * 1000;
-      return jwtExpiryMs(body.token) || now();
+    // The identity part of a request: the remembered handle (anonymous mode) and the site's
+    // sign-in token (jwt mode).
+    async function identified(fields) {
+      var request = Object.assign({}, fields);
+      var handle = local.get(HANDLE);
+      if (handle) request.userHandle = handle;
+      if (options.userName) request.userName = options.userName;
+      var headers = { 'Content-Type': 'application/json' };
+      var identity = options.getIdentityToken ? await options.getIdentityToken() : null;
+      if (identity) headers.Authorization = 'Bearer ' + identity;
+      return { headers: headers, body: JSON.stringify(request), handle: handle };
     }
 
-    function save(conversation) {
+    // Keep what an answer of the token or resume route says: the handle, and the conversation.
+    function keep(body, previous) {
+      if (body.userHandle) local.set(HANDLE, body.userHandle);
+      var lifetime = typeof body.expires_in === 'number' ? body.expires_in * 1000 : null;
+      var conversation = {
+        token: body.token,
+        conversationId: body.conversationId,
+        expiresAt: lifetime ? now() + lifetime : (jwtClaims(body.token).exp || 0) * 1000,
+        lifetime: lifetime || (previous && previous.lifetime) || 0,
+        domain: body.domain || (previous && previous.domain),
+        watermark: (previous && previous.watermark) || '',
+        ticket: body.conversationTicket || (previous && previous.ticket) || null
+      };
       session.set(CONVERSATION, JSON.stringify(conversation));
+      held = conversation.conversationId;
       return conversation;
     }
 
     async function newConversation() {
-      var handle = local.get(HANDLE);
-      var request = {};
-      if (handle) request.userHandle = handle;
-      if (options.userName) request.userName = options.userName;
-      var headers = { 'Content-Type': 'application/json' };
-      // AUTH_MODE=jwt: the site's own sign-in token proves who the user is.
-      var identity = options.getIdentityToken ? await options.getIdentityToken() : null;
-      if (identity) headers.Authorization = 'Bearer ' + identity;
-      var body;
+      var request = await identified({});
       try {
-        body = await call('/api/directline/token', { headers: headers, body: JSON.stringify(request) });
+        return keep(await call('/api/directline/token', request), null);
       } catch (error) {
         // A handle expires (30 days by default) or is retired with the secret: start as a new user.
-        if (!handle || error.code !== 'unauthorized') throw error;
+        if (!request.handle || error.code !== 'unauthorized') throw error;
         local.remove(HANDLE);
         return newConversation();
       }
-      if (body.userHandle) local.set(HANDLE, body.userHandle);
-      return save({
-        token: body.token,
-        conversationId: body.conversationId,
-        expiresAt: expiresAt(body),
-        domain: body.domain,
-        watermark: ''
-      });
+    }
+
+    async function refresh(stored) {
+      var headers = { Authorization: 'Bearer ' + stored.token };
+      return keep(await call('/api/directline/refresh', { headers: headers }), stored);
     }
 
     async function resume(stored) {
-      var headers = { Authorization: 'Bearer ' + stored.token };
-      var body = await call('/api/directline/refresh', { headers: headers });
-      return save(
-        Object.assign({}, stored, {
-          token: body.token,
-          conversationId: body.conversationId,
-          expiresAt: expiresAt(body),
-          domain: body.domain || stored.domain
-        })
-      );
+      var request = await identified({ conversationTicket: stored.ticket });
+      return keep(await call('/api/directline/resume', request), stored);
     }
 
-    function sessionOf(conversation, resumed) {
+    function sessionOf(conversation, how) {
+      held = conversation.conversationId;
       return {
         token: conversation.token,
         domain: conversation.domain,
         conversationId: conversation.conversationId,
         watermark: conversation.watermark || undefined,
-        resumed: resumed
+        how: how
       };
     }
 
+    async function storedConversation() {
+      var stored = readJson(session, CONVERSATION);
+      if (!stored || !stored.token || !stored.conversationId) return null;
+      if (await heldElsewhere(stored.conversationId)) {
+        session.remove(CONVERSATION); // a duplicated tab: the conversation is the other tab's
+        return null;
+      }
+      return stored;
+    }
+
     return {
-      /** Resume the stored conversation if its token is still good, else start a new one. */
+      /** The conversation of this tab: reused, refreshed, resumed, or a new one (see above). */
       start: async function () {
-        var stored = readJson(session, CONVERSATION);
-        var usable = stored && stored.token && stored.conversationId;
-        if (usable && stored.expiresAt - now() > EXPIRY_MARGIN_MS) {
-          try {
-            return sessionOf(await resume(stored), true);
-          } catch (error) {
-            if (error.status !== 401) throw error; // token_expired: start over below
+        var stored = await storedConversation();
+        if (stored) {
+          var left = stored.expiresAt - now();
+          var margin = Math.min(EXPIRY_MARGIN_MS, (stored.lifetime || 0) / 10);
+          if (left > margin && left > (stored.lifetime || 0) / 2) {
+            return sessionOf(stored, 'reused');
+          }
+          if (left > margin) {
+            try {
+              return sessionOf(await refresh(stored), 'refreshed');
+            } catch (error) {
+              if (error.code !== 'token_expired') return sessionOf(stored, 'reused');
+            }
+          }
+          if (stored.ticket) {
+            try {
+              return sessionOf(await resume(stored), 'resumed');
+            } catch (error) {
+              if (START_OVER.indexOf(error.code) < 0) throw error; // keep it for the next try
+            }
           }
         }
         session.remove(CONVERSATION);
-        return sessionOf(await newConversation(), false);
+        return sessionOf(await newConversation(), 'new');
       },
 
       /** Store the watermark (and a token Web Chat renewed by itself) after an activity arrived. */
@@ -239,21 +314,25 @@
         var fromId = watermarkFromId(activity && activity.id);
         stored.watermark = directLine.watermark || fromId || stored.watermark;
         if (directLine.token && directLine.token !== stored.token) {
+          var claims = jwtClaims(directLine.token);
           stored.token = directLine.token;
-          stored.expiresAt = jwtExpiryMs(directLine.token) || stored.expiresAt;
+          if (claims.exp) stored.expiresAt = claims.exp * 1000;
+          if (claims.exp && claims.iat) stored.lifetime = (claims.exp - claims.iat) * 1000;
         }
-        save(stored);
+        session.set(CONVERSATION, JSON.stringify(stored));
       },
 
       /** Forget the conversation (the next start() begins a new one); the user handle stays. */
       forgetConversation: function () {
         session.remove(CONVERSATION);
+        held = null;
       },
 
       /** Forget everything, the remembered user included. */
       forgetAll: function () {
         session.remove(CONVERSATION);
         local.remove(HANDLE);
+        held = null;
       }
     };
   }

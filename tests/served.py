@@ -1,5 +1,5 @@
-"""`python -m tokens serve` as a child process, its log and its resident memory: used by the
-benchmarks and, through `tests/conftest.py`, by the tests."""
+"""`python -m tokens serve` as a child process, its log and its resident memory: used by the tests
+(through `tests/conftest.py`) and by the benchmarks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,20 @@ class ServedApp:
         return rss_kib(self.process.pid)
 
     def audit_lines(self) -> int:
-        with self.log_path.open("rb") as log:
-            return sum(1 for line in log if b" tokens.audit " in line)
+        return sum(1 for line in self.log_text().splitlines() if " tokens.audit " in line)
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """The log so far. The server writes it from a queue, a moment after each request: wait
+        until it has stopped growing for a while (two seconds at most)."""
+        text = self.log_path.read_text(errors="replace")
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            again = self.log_path.read_text(errors="replace")
+            if again == text:
+                break
+            text = again
+        return text
 
     def audit_records(self) -> list[dict[str, Any]]:
         return [
@@ -78,7 +87,9 @@ def serving(
     log_path: Path,
     *,
     threads: int | None = None,
+    workers: int | None = None,
     demo: bool = False,
+    args: Sequence[str] = (),
     ready_statuses: Collection[int] = (200,),
 ) -> Iterator[ServedApp]:
     """Start `serve` on a free loopback port and wait until /api/health answers one of
@@ -87,8 +98,11 @@ def serving(
     command = [sys.executable, "-m", "tokens", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if threads is not None:
         command += ["--threads", str(threads)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
     if demo:
         command.append("--demo")
+    command += args
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, cwd=ROOT, env=child_environment(settings), stdout=log, stderr=subprocess.STDOUT

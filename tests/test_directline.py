@@ -7,11 +7,18 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from tests.certs import make_certificate
 from tests.conftest import AuditLog, ServiceFactory, payload, token_request
-from tests.fakes import SECRET, FakeDirectLine, refused_url
+from tests.fakes import SECRET, Behaviour, FakeClock, FakeDirectLine, refused_url
+from tokens import trust
+from tokens.breaker import Breaker
+from tokens.directline import DirectLineClient, new_session
+from tokens.errors import UpstreamUnavailable
+from tokens.service import TokenService
 
 UPSTREAM_SECRET_BODY = b'{"error":{"code":"BadArgument","message":"internal detail 9f8e7d"}}'
 
@@ -52,6 +59,14 @@ FAULTS = [
     Fault("200 with a JSON array", lambda f: f.then_body(b"[1, 2]"), 502, "upstream_error"),
     Fault("200 with a 10 MB body", lambda f: f.then_body(b'{"token":"' + b"a" * 10_000_000 + b'"}'), 502, "upstream_error"),
     Fault("302 redirect", lambda f: f.then_status(302, b"", Location="https://evil.example/"), 502, "upstream_error"),
+    # Only strict JSON (RFC 8259) of a sane depth is an answer: anything else would be passed on.
+    Fault("200 with NaN", lambda f: f.then_body(b'{"conversationId": "c", "token": "t", "expires_in": NaN}'), 502, "upstream_error"),
+    Fault("200 with Infinity", lambda f: f.then_body(b'{"conversationId": "c", "token": "t", "x": -Infinity}'), 502, "upstream_error"),
+    Fault("200 nested 1,500 deep", lambda f: f.then_body(b'{"conversationId": "c", "token": "t", "x": ' + b"[" * 1500 + b"]" * 1500 + b"}"), 502, "upstream_error"),
+    Fault("200 nested 9 deep", lambda f: f.then_body(b'{"conversationId": "c", "token": "t", "x": ' + b"[" * 8 + b"]" * 8 + b"}"), 502, "upstream_error"),
+    Fault("200 with a duplicate key", lambda f: f.then_body(b'{"conversationId": "c", "token": "t", "token": "u"}'), 502, "upstream_error"),
+    Fault("200 with a lone surrogate", lambda f: f.then_body(b'{"conversationId": "c", "token": "\\ud800"}'), 502, "upstream_error"),
+    Fault("200 that is not UTF-8", lambda f: f.then_body(b'{"conversationId": "c", "token": "\xff"}'), 502, "upstream_error"),
 ]
 
 
@@ -129,6 +144,11 @@ def test_no_retry_when_the_deadline_is_spent(make_service: ServiceFactory, fake:
     assert len(fake.requests) == 1
 
 
+def test_a_flat_enough_answer_with_unknown_fields_is_passed_on(service: TokenService, fake: FakeDirectLine) -> None:
+    fake.then_body(b'{"conversationId": "c", "token": "t", "expires_in": 1800, "x": [[[["deep enough"]]]]}')
+    assert payload(service.issue_token(token_request()))["x"] == [[[["deep enough"]]]]
+
+
 def test_upstream_connections_are_pooled(make_service: ServiceFactory, fake: FakeDirectLine) -> None:
     service = make_service()
     for _ in range(5):
@@ -168,3 +188,61 @@ def test_a_strange_retry_after_never_breaks_the_answer(
     assert payload(response)["error"]["code"] == "upstream_unavailable"
     retry_after = response.all_headers().get("Retry-After")
     assert retry_after is None or 1 <= int(retry_after) <= 60
+
+
+def test_tls_to_direct_line_is_verified_against_the_configured_bundle_once_per_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certs = make_certificate(tmp_path)
+    upstream = FakeDirectLine(tls=certs)
+    try:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certs.ca_bundle))
+        client = DirectLineClient(upstream.base_url, SECRET, 5.0, session=new_session(upstream.base_url, 2))
+        first = client.generate({"id": "dl_a"}, [])
+        client.session.close()  # the next call opens a new connection: verified with the same store
+        assert client.generate({"id": "dl_b"}, [])["token"] != first["token"]
+        assert trust.context() is trust.context()
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # certifi's roots do not know the fake's certificate
+        stranger = DirectLineClient(upstream.base_url, SECRET, 5.0, session=new_session(upstream.base_url, 2))
+        with pytest.raises(UpstreamUnavailable):
+            stranger.generate({"id": "dl_c"}, [])
+    finally:
+        upstream.close()
+
+
+# -- the circuit breaker ---------------------------------------------------------------------------
+
+
+def test_after_five_failing_calls_direct_line_is_left_alone_and_callers_get_a_fast_503(
+    make_service: ServiceFactory, fake: FakeDirectLine, audit: AuditLog
+) -> None:
+    service = make_service()
+    clock = FakeClock()
+    service.client.breaker = Breaker(clock=clock)
+    fake.fail_where(lambda recorded: Behaviour("status", 503))
+    for _ in range(5):
+        assert service.issue_token(token_request()).status == 503
+    calls = len(fake.requests)
+    refused = service.issue_token(token_request())
+    assert (refused.status, payload(refused)["error"]["code"]) == (503, "upstream_unavailable")
+    assert refused.all_headers()["Retry-After"] == "10"
+    assert len(fake.requests) == calls  # not called
+    assert audit.records[-1]["outcome"] == "failed"
+    assert payload(service.health(token_request(method="GET")))["directLine"] == "unavailable"
+
+    fake.fail_where(lambda recorded: None)  # Direct Line is back
+    clock.advance(10)
+    assert service.issue_token(token_request()).status == 200  # the probe
+    assert service.issue_token(token_request()).status == 200
+    assert payload(service.health(token_request(method="GET")))["directLine"] == "available"
+
+
+def test_answers_that_show_direct_line_is_up_never_open_the_breaker(
+    make_service: ServiceFactory, fake: FakeDirectLine
+) -> None:
+    """A refused secret or throttling is an answer: Direct Line is there."""
+    service = make_service()
+    fake.fail_where(lambda recorded: Behaviour("status", 429))
+    assert [service.issue_token(token_request()).status for _ in range(8)] == [503] * 8
+    assert len(fake.requests) == 8
+    assert service.client.breaker.available

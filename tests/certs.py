@@ -25,11 +25,16 @@ class CertFiles:
     key: Path
     ca_bundle: Path
 
+    @classmethod
+    def in_directory(cls, directory: Path) -> CertFiles:
+        """Where `make_certificate` writes its files in `directory`."""
+        return cls(directory / "fake-cert.pem", directory / "fake-key.pem", directory / "ca-bundle.pem")
+
 
 def make_certificate(directory: Path) -> CertFiles:
     """RSA 2048 like Azure's own certificates, valid for 127.0.0.1 and localhost for one day."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake Direct Line (benchmarks)")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake Direct Line (tests, benchmarks)")])
     now = datetime.datetime.now(datetime.UTC)
     public_key = key.public_key()
     certificate = (
@@ -53,7 +58,7 @@ def make_certificate(directory: Path) -> CertFiles:
         .sign(key, hashes.SHA256())
     )
     cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    files = CertFiles(directory / "fake-cert.pem", directory / "fake-key.pem", directory / "ca-bundle.pem")
+    files = CertFiles.in_directory(directory)
     files.cert.write_bytes(cert_pem)
     files.key.write_bytes(
         key.private_bytes(

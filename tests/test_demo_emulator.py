@@ -1,4 +1,5 @@
-"""The Direct Line emulator over real HTTP on loopback: the contract Web Chat and the service rely on."""
+"""The demo's Direct Line emulator over real HTTP on loopback: the contract Web Chat and the service
+rely on."""
 
 from __future__ import annotations
 
@@ -10,14 +11,8 @@ import jwt
 import pytest
 import requests
 
+from demo.emulator import PATH_PREFIX, DirectLineEmulator, Fault, start_emulator
 from tests.fakes import FakeClock
-from tokens.emulator import (
-    PATH_PREFIX,
-    DirectLineEmulator,
-    Fault,
-    serve_in_thread,
-    start_emulator_server,
-)
 
 SECRET = "emulator-test-secret-0123456789abcdef"
 OTHER_SECRET = "another-secret-entirely-0123456789abc"
@@ -86,9 +81,9 @@ def start(clock: FakeClock) -> Iterator[StartedEmulator]:
 
     def _start(**options: Any) -> tuple[DirectLineEmulator, Client]:
         emulator = DirectLineEmulator(SECRET, token_ttl=TTL, clock=clock, **options)
-        base_url, stop = start_emulator_server(SECRET, emulator=emulator)
-        stops.append(stop)
-        return emulator, Client(base_url, session)
+        running = start_emulator(emulator)
+        stops.append(running.stop)
+        return emulator, Client(running.endpoint, session)
 
     yield _start
     session.close()
@@ -127,29 +122,17 @@ def assert_error(response: requests.Response, status: int) -> dict[str, Any]:
 # ---- the server helper ---------------------------------------------------------------------------
 
 
-def test_start_emulator_server_returns_a_loopback_direct_line_base_url(client: Client) -> None:
+def test_the_endpoint_is_a_loopback_direct_line_base_url(client: Client) -> None:
     assert client.base_url.startswith("http://127.0.0.1:")
     assert client.base_url.endswith(PATH_PREFIX)
 
 
 def test_stop_closes_the_port() -> None:
-    base_url, stop = start_emulator_server(SECRET)
-    stop()
-    stop()  # a second stop is harmless
+    running = start_emulator(DirectLineEmulator(SECRET))
+    assert requests.post(running.endpoint + "/tokens/generate", timeout=2).status_code == 403
+    running.stop()
     with pytest.raises(requests.ConnectionError):
-        requests.post(base_url + "/tokens/generate", timeout=2)
-
-
-def test_stop_closes_the_port_even_when_the_wake_up_pipe_is_gone() -> None:
-    # Once seen in CI: the pipe waitress wakes its loop with was already closed when the test
-    # stopped the server, and the stop raised EBADF instead of stopping.
-    server = serve_in_thread(DirectLineEmulator(SECRET))
-    base_url = server.url + PATH_PREFIX
-    assert requests.post(base_url + "/tokens/generate", timeout=2).status_code == 403
-    server._server.trigger.close()
-    server.stop()
-    with pytest.raises(requests.ConnectionError):
-        requests.post(base_url + "/tokens/generate", timeout=2)
+        requests.post(running.endpoint + "/tokens/generate", timeout=2)
 
 
 # ---- tokens/generate -----------------------------------------------------------------------------
@@ -238,8 +221,8 @@ def test_refresh_with_a_malformed_token_is_403_and_does_not_echo_it(client: Clie
 def test_refresh_with_a_token_signed_for_another_secret_is_403(
     start: StartedEmulator, client: Client
 ) -> None:
-    other = DirectLineEmulator(OTHER_SECRET)
-    base_url, stop = start_emulator_server(OTHER_SECRET, emulator=other)
+    other = start_emulator(DirectLineEmulator(OTHER_SECRET))
+    base_url, stop = other.endpoint, other.stop
     try:
         foreign = requests.post(
             base_url + "/tokens/generate",

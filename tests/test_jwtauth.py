@@ -17,7 +17,8 @@ from tests.conftest import AuditLog, ServiceFactory, assert_denied, payload, tok
 from tests.fakes import FakeClock, FakeDirectLine
 from tests.jwks_server import IdentityProvider, hmac_token, signing_key, unsigned_token
 from tokens.http import Response
-from tokens.identity import USER_ID_RE, JwksCache, JwtIdentity, user_id_from_claim
+from tokens.identity import USER_ID_RE, user_id_from_claim
+from tokens.jwtauth import JwksCache, JwtIdentity
 from tokens.service import TokenService
 
 ISSUER = "https://login.contoso.com/tenant-a/v2.0"
@@ -176,6 +177,11 @@ def test_every_derived_id_fits_direct_line(claim: str) -> None:
 def test_numeric_user_claim_is_used_as_text(make_service: ServiceFactory, idp: IdentityProvider) -> None:
     service = make_service(**jwt_settings(idp, AUTH_USER_CLAIM="uid"))
     assert payload(ask(service, KEY.sign(claims(uid=12345))))["userId"] == "dl_12345"
+
+
+def test_a_numeric_sub_is_used_as_text(service: TokenService) -> None:
+    """Some identity providers send `sub` as a number, which PyJWT's own check of `sub` refuses."""
+    assert payload(ask(service, KEY.sign(claims(sub=12345))))["userId"] == "dl_12345"
 
 
 # -- refused ------------------------------------------------------------------------------------

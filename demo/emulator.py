@@ -58,7 +58,6 @@ bundle (`botframework-webchat/dist/webchat.js`) carries:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -71,8 +70,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
+from socketserver import ThreadingMixIn
 from typing import Any, Final
 from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 import jwt
@@ -617,97 +618,41 @@ def _send(response: _Response, start_response: StartResponse) -> list[bytes]:
 # ---- running it on a loopback port -------------------------------------------------------------
 
 
-class RunningServer:
-    """A waitress server on its own thread; `stop()` closes it and waits for its threads."""
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
 
-    # How long the loop may wait for network events before it looks at the stop flag again.
-    POLL_SECONDS: Final = 0.1
 
-    def __init__(
-        self,
-        app: Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]],
-        host: str,
-        port: int,
-        threads: int,
-    ) -> None:
-        # Imported here: the emulator itself needs only the standard library and PyJWT.
-        from waitress.server import BaseWSGIServer, create_server
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the demo's own log is the service's audit trail
 
-        created = create_server(
-            app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True
-        )
-        if not isinstance(created, BaseWSGIServer):  # several listen sockets: not what we asked for
-            created.close()
-            raise RuntimeError(f"expected one listening socket for {host}:{port}")
-        # Any: the stubs omit the attributes a clean stop needs (effective_port, _map, trigger).
-        server: Any = created
-        self._server = server
-        self.host = host
-        self.port = int(server.effective_port)
-        self._stopping = threading.Event()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name=f"emulator:{self.port}", daemon=True)
-        self._thread.start()
+
+@dataclass
+class RunningEmulator:
+    """An emulator served by the standard library's WSGI server on a thread of its own."""
+
+    emulator: DirectLineEmulator
+    server: WSGIServer
+    thread: threading.Thread
 
     @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+    def endpoint(self) -> str:
+        """The Direct Line base URL, ending in /v3/directline: what DIRECT_LINE_ENDPOINT is set to."""
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}{PATH_PREFIX}"
 
-    def _run(self) -> None:
-        # waitress's own run() only ends once its socket map is empty and has no public stop, so
-        # a stop used to depend on its wake-up pipe. This loop looks at a flag between polls
-        # instead: a stop always lands within POLL_SECONDS, and every socket is closed on the
-        # thread that polls it.
-        server = self._server
-        try:
-            while not self._stopping.is_set() and server._map:
-                server.asyncore.loop(
-                    timeout=self.POLL_SECONDS,
-                    map=server._map,
-                    use_poll=server.adj.asyncore_use_poll,
-                    count=1,
-                )
-        finally:
-            for dispatcher in list(server._map.values()):
-                dispatcher.close()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        self._stopping.set()
-        # Wakes the loop now rather than at its next poll. Should the wake-up pipe be gone, the
-        # loop still sees the flag within POLL_SECONDS.
-        with contextlib.suppress(OSError):
-            self._server.trigger.pull_trigger()
-        self._thread.join(timeout)
-        self._server.task_dispatcher.shutdown(timeout=int(timeout))
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
 
 
-def serve_in_thread(
-    app: Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]],
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    threads: int = 4,
-) -> RunningServer:
-    """Serve any WSGI app with waitress on a background thread (port 0 picks a free port)."""
-    return RunningServer(app, host, port, threads)
-
-
-def start_emulator_server(
-    secret: str,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    emulator: DirectLineEmulator | None = None,
-) -> tuple[str, Callable[[], None]]:
-    """Run an emulator on a loopback port; returns its Direct Line base URL and a stop function.
-
-    The base URL ends in `/v3/directline`: it is what `DIRECT_LINE_ENDPOINT` is set to. Pass
-    `emulator` to run one built with a test clock or test hooks (its secret is then the one used).
-    """
-    app = emulator if emulator is not None else DirectLineEmulator(secret)
-    server = serve_in_thread(app, host=host, port=port)
-    return server.url + PATH_PREFIX, server.stop
+def start_emulator(
+    emulator: DirectLineEmulator, *, host: str = "127.0.0.1", port: int = 0
+) -> RunningEmulator:
+    """Serve `emulator` on a loopback port (0 picks a free one) until `stop()`."""
+    server = make_server(host, port, emulator, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="emulator", daemon=True)
+    thread.start()
+    return RunningEmulator(emulator, server, thread)

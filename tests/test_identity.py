@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from typing import Any
 
 import jwt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import AuditLog, ServiceFactory, assert_denied, payload, token_request
 from tests.fakes import FakeDirectLine
+from tests.hostile import PROPERTY, characters
 from tests.jwks_server import unsigned_token
 from tokens.http import Response
-from tokens.identity import HANDLE_AUDIENCE
+from tokens.identity import HANDLE_AUDIENCE, new_user_id, user_id_from_claim
 from tokens.service import TokenService
 
 HANDLE_KEY = "user-handle-key-for-tests-0123456789abcdef"
@@ -52,7 +56,7 @@ def assert_refused(response: Response, fake: FakeDirectLine, audit: AuditLog, ha
     assert not handle or handle not in audit.all_text
 
 
-# -- accepted -------------------------------------------------------------------------------------
+# -- accepted --------------------------------------------------------------------------------------
 
 
 def test_handle_sent_back_gives_the_same_user_id(service: TokenService, fake: FakeDirectLine) -> None:
@@ -87,7 +91,7 @@ def test_handle_is_never_logged(service: TokenService, audit: AuditLog) -> None:
     assert first["userHandle"] not in audit.all_text
 
 
-# -- refused ------------------------------------------------------------------------------------
+# -- refused ---------------------------------------------------------------------------------------
 
 
 def test_handle_with_changed_subject_and_old_signature_is_401(
@@ -173,3 +177,49 @@ def test_empty_handle_is_401(service: TokenService, fake: FakeDirectLine, audit:
 def test_bad_handle_error_tells_the_caller_to_start_anew(service: TokenService) -> None:
     message = payload(ask(service, "garbage"))["error"]["message"]
     assert "send none" in message
+
+
+# -- properties: user ids --------------------------------------------------------------------------
+
+USER_ID_PATTERN = re.compile(r"dl_[A-Za-z0-9_-]{1,61}")
+claims = st.text(characters | st.sampled_from("h_-.@ "), min_size=1, max_size=120)
+
+
+@PROPERTY
+@given(claims | st.from_regex(r"h_[0-9a-f]{40}", fullmatch=True))
+def test_user_id_from_any_claim_is_a_dl_id_and_stable(claim: str) -> None:
+    user_id = user_id_from_claim(claim)
+    assert USER_ID_PATTERN.fullmatch(user_id)
+    assert user_id_from_claim(claim) == user_id
+
+
+@PROPERTY
+@given(claims, claims)
+def test_different_claims_give_different_user_ids(first: str, second: str) -> None:
+    """Including a claim spelled like another claim's hash: no user can take another's id."""
+    if first != second:
+        assert user_id_from_claim(first) != user_id_from_claim(second)
+    hashed = user_id_from_claim(first + "\x00")  # never plain, so always hashed
+    assert user_id_from_claim(hashed[len("dl_") :]) != hashed
+
+
+@PROPERTY
+@given(st.from_regex(r"[A-Za-z0-9_-]{1,61}", fullmatch=True))
+def test_a_claim_that_fits_is_kept_readable(claim: str) -> None:
+    """Unless it starts with `h_`, which only hashed ids may."""
+    user_id = user_id_from_claim(claim)
+    if claim.startswith("h_"):
+        assert re.fullmatch(r"dl_h_[0-9a-f]{40}", user_id)
+    else:
+        assert user_id == f"dl_{claim}"
+
+
+def test_user_id_from_a_claim_with_a_lone_surrogate_is_a_dl_id() -> None:
+    """A JWT claim may carry a lone surrogate as a `\\ud800` escape; hashing it once raised (a 500)."""
+    assert USER_ID_PATTERN.fullmatch(user_id_from_claim("user\ud800"))
+
+
+def test_new_user_ids_are_dl_ids_and_distinct() -> None:
+    ids = {new_user_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(USER_ID_PATTERN.fullmatch(user_id) for user_id in ids)

@@ -1,0 +1,71 @@
+"""Measurements 2 and 4: `python -m tokens serve` in a process of its own, under load.
+
+2. throughput and latency of `serve` and of the Node peer, side by side: both run at once (an idle
+   one costs nothing) and take turns at each concurrency, so that whatever else the machine does
+   falls on both alike; the CPU each used comes from /proc, before and after each level;
+4. memory: VmRSS of one `serve` process after each checkpoint of requests, and its audit lines,
+   counted once it has stopped (they go through a queue that is written out at exit).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from benchmarks.load import run_python, run_wrk, wrk_path
+from benchmarks.processes import Server, cpu_seconds, node_command, serve_command, started, token_url
+from benchmarks.results import Level, MemoryResult, Plan, ThroughputResult
+from tests.served import ServedApp, child_environment, free_port
+
+WARMUP_CONCURRENCY = 8
+
+
+def measure_throughput(settings: Mapping[str, str], plan: Plan, work: Path) -> ThroughputResult:
+    wrk = None if plan.python_load_only else wrk_path()
+    env = child_environment(settings)
+    serve_port, node_port = free_port(), free_port()
+    flags = ("--workers", str(plan.serve_workers), "--threads", str(plan.serve_threads))
+    with started(
+        env,
+        Server(serve_command(serve_port, *flags), serve_port, work / "serve-throughput.log"),
+        Server(node_command(node_port), node_port, work / "node.log"),
+    ) as (serve, node):
+        servers = {"serve": (token_url(serve_port), serve.pid), "node": (token_url(node_port), node.pid)}
+        if plan.warmup_seconds:  # pools, caches, threads
+            for url, _ in servers.values():
+                run_python(url, WARMUP_CONCURRENCY, seconds=plan.warmup_seconds)
+        levels: dict[str, list[Level]] = {name: [] for name in servers}
+        for concurrency in plan.concurrency:
+            for name, (url, pid) in servers.items():
+                levels[name].append(_level(url, pid, concurrency, plan.load_seconds, wrk))
+    return ThroughputResult(
+        plan.serve_workers, plan.serve_threads, tuple(levels["serve"]), tuple(levels["node"])
+    )
+
+
+def _level(url: str, pid: int, concurrency: int, seconds: float, wrk: str | None) -> Level:
+    before = cpu_seconds(pid)
+    if wrk is None:
+        load = run_python(url, concurrency, seconds=seconds)
+    else:
+        load = run_wrk(url, concurrency, seconds, wrk)
+    return Level(load, cpu_seconds(pid) - before)
+
+
+def measure_memory(settings: Mapping[str, str], plan: Plan, work: Path) -> MemoryResult:
+    port = free_port()
+    command = serve_command(port, "--workers", "1", "--threads", str(plan.serve_threads))
+    checkpoints: list[tuple[int, int]] = []
+    answered = errors = 0
+    log_path = work / "serve-memory.log"
+    with started(child_environment(settings), Server(command, port, log_path)) as (process,):
+        app = ServedApp(process, f"http://127.0.0.1:{port}", log_path)
+        for target in plan.memory_checkpoints:
+            load = run_python(app.token_url, plan.memory_concurrency, total=target - answered)
+            answered += load.requests
+            errors += load.errors
+            time.sleep(plan.settle_seconds)
+            checkpoints.append((answered, app.rss_kib()))
+    audit_lines = app.audit_lines()  # now that serve has stopped and written out its log queue
+    return MemoryResult(plan.memory_concurrency, tuple(checkpoints), errors, audit_lines)
