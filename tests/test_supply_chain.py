@@ -125,3 +125,9 @@ def test_only_the_app_is_deployed() -> None:
     deployed = {path.name for path in ROOT.iterdir()} - {entry.rstrip("/") for entry in ignored}
     assert {"function_app.py", "host.json", "requirements.txt", "tokens"} <= deployed
 
+
+def test_the_other_pythons_environments_are_neither_committed_nor_deployed() -> None:
+    """.ci/run builds .venv-py312 and .venv-py313 beside .venv to run the suite under each Python."""
+    venvs = {".venv-py312/", ".venv-py313/"}
+    assert venvs <= set((ROOT / ".gitignore").read_text().splitlines())
+    assert venvs <= set((ROOT / ".funcignore").read_text().splitlines())
