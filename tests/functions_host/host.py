@@ -80,8 +80,7 @@ def body_bytes(typed: Message) -> bytes:
     """An RpcHttp body (TypedData in protobuf's JSON form) as bytes; an absent body as b''."""
     if "bytes" in typed:
         return base64.b64decode(typed["bytes"])
-    text: str = typed.get("string", typed.get("json", ""))
-    return text.encode()
+    return str(typed.get("string", typed.get("json", ""))).encode()
 
 
 @dataclass(frozen=True)
