@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.hostile import CONTROL_CATEGORIES, HOSTILE_CHARACTERS, PROPERTY, any_text, characters
-from tokens.body import MAX_BODY_BYTES, parse_token_body
+from tokens.body import MAX_BODY_BYTES, MAX_BODY_DEPTH, parse_token_body
 from tokens.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from tokens.text import MAX_NAME_LENGTH as MAX_USER_NAME
 
@@ -100,3 +100,22 @@ def test_body_over_the_limit_is_413_whatever_its_type(
     body = start + b" " * (MAX_BODY_BYTES - len(start)) + excess
     with pytest.raises(PayloadTooLarge):
         parse_token_body(body, content_type)
+
+
+# -- nesting ---------------------------------------------------------------------------------------
+
+
+def _nested_in_an_unknown_key(depth: int) -> bytes:
+    """A body whose JSON is `depth` containers deep: the object itself and arrays under "x"."""
+    arrays = depth - 1
+    return b'{"x":' + b"[" * arrays + b"]" * arrays + b"}"
+
+
+def test_nesting_up_to_the_depth_limit_in_an_unknown_key_is_ignored() -> None:
+    assert parse_token_body(_nested_in_an_unknown_key(MAX_BODY_DEPTH), "application/json") == {}
+
+
+def test_nesting_past_the_depth_limit_is_refused_on_every_python() -> None:
+    """Not left to the parser's recursion limit, which Python 3.13 raised past what 4096 bytes hold."""
+    with pytest.raises(InvalidRequest, match=f"nested more than {MAX_BODY_DEPTH} deep"):
+        parse_token_body(_nested_in_an_unknown_key(MAX_BODY_DEPTH + 1), "application/json")
