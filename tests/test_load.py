@@ -30,6 +30,8 @@ from tests.contract import assert_conforms, load_schema
 from tests.fakes import SECRET, Behaviour, FakeDirectLine, Recorded
 from tests.served import ServedApp
 
+pytestmark = pytest.mark.slow
+
 REQUESTS = int(os.environ.get("LOAD_REQUESTS", "1000"))
 CONCURRENCY = 32
 TOKEN_PATH = "/api/directline/token"

@@ -37,6 +37,7 @@ def port_of(app: ServedApp) -> int:
 # -- a hanging Direct Line ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_while_direct_line_hangs_callers_get_a_fast_503_and_tokens_flow_again_once_it_is_back(
     upstream: FakeDirectLine, tmp_path: Path
 ) -> None:
@@ -101,6 +102,7 @@ def _closed_by_server(sock: socket.socket) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_hundreds_of_trickling_connections_do_not_keep_another_client_out(
     upstream: FakeDirectLine, tmp_path: Path
 ) -> None:
@@ -202,6 +204,7 @@ def _from_distinct_callers(app: ServedApp, first: int, count: int) -> list[int]:
     return statuses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "global_limit", "status", "most_mib"),
     [("refused by the global limit", "1/hour", 429, 4), ("allowed", "1000000/hour", 200, 20)],
