@@ -573,7 +573,19 @@ def test_ci_runs_the_readme_test_command_on_every_push_and_pull_request(parsed: 
     ci = _workflow(parsed, "ci.yml")
     triggers = _triggers(ci)
     assert {"push", "pull_request"} <= set(triggers)
-    assert [step["run"] for step in ci["jobs"]["test"]["steps"] if "run" in step] == ["bash .ci/run"]
+    runs = [step["run"] for step in ci["jobs"]["test"]["steps"] if "run" in step]
+    assert runs[-1] == "bash .ci/run"
+    assert not any("pytest" in run for run in runs[:-1]), "tests run only through the README's command"
+
+
+def test_ci_puts_every_python_that_ci_run_tests_on_the_path(parsed: dict[str, Any]) -> None:
+    ci = _workflow(parsed, "ci.yml")
+    preparing = "\n".join(step["run"] for step in ci["jobs"]["test"]["steps"] if "run" in step)
+    versions = re.findall(r"\.ci/python-venv (3\.\d+)", (ROOT / ".ci" / "run").read_text())
+    assert versions, ".ci/run no longer names the other interpreters"
+    for version in versions:
+        assert re.search(rf"uv python install [^\n]*\b{re.escape(version)}\b", preparing), version
+    assert re.search(r"uv==\d+\.\d+\.\d+", preparing), "uv is pinned"
 
 
 def test_deploy_runs_only_after_ci_passed(parsed: dict[str, Any]) -> None:
