@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from wsgiref.types import WSGIApplication
 
 from demo.emulator import PATH_PREFIX, DirectLineEmulator, RunningEmulator, start_emulator
-from demo.gateway import BrowserGateway, WSGIApplication
+from demo.gateway import BrowserGateway
 
 
 @dataclass

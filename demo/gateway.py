@@ -7,8 +7,9 @@ one port only). So the demo answers the emulator's browser routes under `/v3/dir
 service's own port, and the token answers name that address as their `domain`, the Direct Line base
 URL Web Chat talks to.
 
-Only what Web Chat calls with a token passes: conversations and token refresh. Minting with the
-secret (`tokens/generate`) stays on the loopback port, where only the service calls it.
+Only what Web Chat calls passes: conversations and token refresh. Minting (`tokens/generate`) stays
+on the loopback port, where only the service calls it. The emulator's conversations route, like Direct
+Line's, would also take the secret; the demo's secret is random, made at start and never shown.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.types import WSGIApplication
 
 from demo.emulator import PATH_PREFIX
-
-WSGIApplication = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 # The emulator's routes a browser uses, under PATH_PREFIX; everything else there is 404.
 _BROWSER_ROUTES = ("/conversations", "/tokens/refresh")
@@ -55,7 +55,13 @@ class BrowserGateway:
             captured[:] = [status, headers]
             return lambda data: None
 
-        body = self._with_browser_domain(b"".join(self.app(environ, capture)))
+        answer = self.app(environ, capture)
+        try:
+            body = self._with_browser_domain(b"".join(answer))
+        finally:
+            close = getattr(answer, "close", None)  # as a WSGI server would (PEP 3333)
+            if close is not None:
+                close()
         status, headers = captured
         headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
         start_response(status, [*headers, ("Content-Length", str(len(body)))])
@@ -75,6 +81,10 @@ def _not_found(start_response: Any) -> list[bytes]:
     body = json.dumps({"error": {"code": "NotFound", "message": "Not found."}}).encode()
     start_response(
         "404 Not Found",
-        [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(body)))],
+        [
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Cache-Control", "no-store"),
+            ("Content-Length", str(len(body))),
+        ],
     )
     return [body]

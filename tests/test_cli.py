@@ -100,7 +100,7 @@ def test_local_settings_json_is_found_from_a_subdirectory_of_the_project(tmp_pat
         ),
         (
             {"DIRECT_LINE_ENDPOINT": "https://directline.botframework.com"},
-            "DIRECT_LINE_ENDPOINT", "such as https://directline.botframework.com/v3/directline",
+            "DIRECT_LINE_ENDPOINT", "path must be exactly /v3/directline",
         ),
         (
             {"DIRECT_LINE_ENDPOINT": "https://directline.bot\tframework.com/v3/directline"},
@@ -153,6 +153,7 @@ def test_live_mints_one_token_and_reports_its_lifetime_never_the_token(
     assert generate.body["user"]["id"].startswith("dl_")
     assert FAKE_SECRET not in result.stdout + result.stderr
     assert "token" not in result.stdout.replace("minted a token", "")
+    assert "dl-token-" not in result.stdout + result.stderr  # the fake's tokens all begin so
 
 
 def test_live_reports_a_refused_secret_as_upstream_error(fake: FakeDirectLine, tmp_path: Path) -> None:
@@ -173,6 +174,27 @@ def test_live_reports_throttling_as_upstream_unavailable_with_when_to_retry(
     assert result.returncode == 1
     assert result.stderr.startswith("upstream_unavailable:")
     assert "7 s" in result.stderr
+
+
+def test_live_reports_a_busy_direct_line_without_retry_after_as_upstream_unavailable(
+    fake: FakeDirectLine, tmp_path: Path
+) -> None:
+    fake.then_status(503)
+    fake.then_status(503)  # and the one retry
+    env = {"DIRECT_LINE_SECRET": FAKE_SECRET, "DIRECT_LINE_ENDPOINT": fake.base_url, "ALLOWED_ORIGINS": ORIGINS}
+    result = _check(env, tmp_path, "--live")
+    assert result.returncode == 1
+    assert result.stderr.startswith("upstream_unavailable:")
+    assert "busy (HTTP 429 or 503): try again later" in result.stderr
+
+
+def test_live_reports_a_reset_connection_as_a_failed_connection(fake: FakeDirectLine, tmp_path: Path) -> None:
+    fake.then_reset()
+    fake.then_reset()
+    env = {"DIRECT_LINE_SECRET": FAKE_SECRET, "DIRECT_LINE_ENDPOINT": fake.base_url, "ALLOWED_ORIGINS": ORIGINS}
+    result = _check(env, tmp_path, "--live")
+    assert result.returncode == 1
+    assert "the connection failed" in result.stderr
 
 
 def test_live_reports_an_unreachable_endpoint_as_upstream_unavailable(tmp_path: Path) -> None:

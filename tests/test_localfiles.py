@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tokens.localfiles import ENVIRONMENT, read_local_files
+from tokens.localfiles import ENVIRONMENT, read_local_files, without_comments
 
 SECRET = "local-files-secret-Qw3"
 
@@ -121,3 +121,43 @@ def test_a_utf16_dotenv_is_a_problem_that_says_how_to_save_it(tmp_path: Path) ->
     [problem] = local.problems
     assert problem.setting == ".env"
     assert "UTF-8" in problem.message
+
+
+def test_comments_are_allowed_as_core_tools_allows_them(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_text(
+        '{\n  // the bot\'s secret\n  "Values": {\n    /* from the portal */ "DIRECT_LINE_SECRET": "abc"\n  }\n}'
+    )
+    local = read_local_files(tmp_path)
+    assert (local.values["DIRECT_LINE_SECRET"][0], local.problems) == ("abc", [])
+
+
+def test_comment_marks_inside_a_string_are_text() -> None:
+    text = '{"A": "https://a.example/*x*/", "B": "say \\"//\\" twice"} // end'
+    assert json.loads(without_comments(text)) == {"A": "https://a.example/*x*/", "B": 'say "//" twice'}
+
+
+def test_an_error_after_a_comment_still_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_text('{\n  /* one\n  two */\n  "Values": {"A": "1",}\n}')
+    assert "line 4" in read_local_files(tmp_path).problems[0].message
+
+
+@pytest.mark.parametrize("name", ["", "A=B", "A\0B"])
+def test_a_name_no_environment_variable_can_have_is_a_problem_and_left_out(tmp_path: Path, name: str) -> None:
+    _write_local_settings(tmp_path, {name: "x", "AUTH_MODE": "jwt"})
+    local = read_local_files(tmp_path)
+    assert "no environment variable can hold" in local.problems[0].message
+    assert list(local.values) == ["AUTH_MODE"]
+
+
+def test_a_nul_in_a_dotenv_value_is_a_problem_and_left_out(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DIRECT_LINE_SECRET=ab\0c\nAUTH_MODE=jwt\n")
+    local = read_local_files(tmp_path)
+    assert local.problems[0].setting == ".env"
+    assert list(local.values) == ["AUTH_MODE"]
+
+
+def test_the_function_app_reads_dotenv_only(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {"DIRECT_LINE_SECRET": SECRET})
+    (tmp_path / ".env").write_text("AUTH_MODE=jwt\n")
+    local = read_local_files(tmp_path, local_settings_json=False)
+    assert {name: value for name, (value, _) in local.values.items()} == {"AUTH_MODE": "jwt"}

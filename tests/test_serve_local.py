@@ -22,7 +22,9 @@ PUBLIC = "https://octo-space-7071.app.github.dev"
 
 @pytest.fixture(scope="module")
 def public_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]:
-    with served({}, tmp_path_factory.mktemp("public"), demo=True, args=["--public-url", PUBLIC + "/"]) as app:
+    # Written as a person might paste it: upper case, a trailing slash; browsers send it lower case.
+    public_url = PUBLIC.replace("octo-space", "Octo-Space").replace("https", "HTTPS") + "/"
+    with served({}, tmp_path_factory.mktemp("public"), demo=True, args=["--public-url", public_url]) as app:
         yield app
 
 
@@ -83,6 +85,7 @@ def test_the_emulators_browser_routes_answer_on_the_services_port(public_demo: S
 def test_minting_with_the_secret_is_not_reachable_on_the_services_port(public_demo: ServedApp) -> None:
     response = requests.post(f"{public_demo.base_url}/v3/directline/tokens/generate", json={}, timeout=10)
     assert response.status_code == 404
+    assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_public_url_without_demo_is_refused_with_what_to_do_instead(tmp_path: Path) -> None:

@@ -26,7 +26,12 @@ def environ(path: str = "/api/health", method: str = "GET", body: bytes = b"", *
 
 def call(app: HostedApp, env: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
     started: list[Any] = []
-    body = b"".join(app(env, lambda status, headers: started.append((status, headers))))
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started.append((status, headers))
+        return lambda data: None
+
+    body = b"".join(app(env, start_response))
     status, headers = started[0]
     return status, dict(headers), body
 

@@ -9,6 +9,7 @@ import pytest
 
 from tokens.settings import (
     DEFAULT_ENDPOINT,
+    SETTINGS,
     Settings,
     SettingsError,
     browser_problems,
@@ -300,8 +301,27 @@ def test_an_endpoint_must_end_in_the_direct_line_path(endpoint: str) -> None:
         ("AUTH_JWT_ISSUER", "https://login.example/\u202etenant"),
     ],
 )
-def test_control_characters_anywhere_in_a_url_are_a_problem(setting: str, url: str) -> None:
-    assert setting in _problems(**{setting: url})
+def test_control_characters_anywhere_in_a_url_are_a_problem_that_says_to_write_it_on_one_line(
+    setting: str, url: str
+) -> None:
+    assert "on one line" in _problems(**{setting: url})[setting]
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://directline.botframework.com/v3/directline?",
+        "https://directline.botframework.com/v3/directline#",
+        "https://directline.botframework.com/v3/directline?api-version=3",
+    ],
+)
+def test_an_endpoint_with_a_query_or_fragment_even_empty_is_a_problem(endpoint: str) -> None:
+    assert "no query or fragment" in _problems(DIRECT_LINE_ENDPOINT=endpoint)["DIRECT_LINE_ENDPOINT"]
+
+
+def test_a_url_may_hold_international_characters() -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "WARMUP_URL": "https://bücher.example/api/health"})
+    assert settings.warmup_url == "https://bücher.example/api/health"
 
 
 def test_a_control_character_problem_never_repeats_the_value() -> None:
@@ -326,24 +346,43 @@ def test_allowed_origins_set_is_no_browser_problem() -> None:
     assert browser_problems(settings) == []
 
 
-def test_load_settings_applies_local_settings_json_under_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture
+def no_settings_in_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every setting unset in os.environ, in an empty working directory; load_settings writes what
+    the files give into os.environ, and monkeypatch takes it all back after the test."""
+    for name in SETTINGS:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_load_settings_for_the_command_line_applies_local_settings_json_under_the_environment(
+    no_settings_in_environment: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     values = {"DIRECT_LINE_SECRET": SECRET, "UPSTREAM_TIMEOUT": "4"}
-    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": values}))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DIRECT_LINE_SECRET", raising=False)
+    (no_settings_in_environment / "local.settings.json").write_text(json.dumps({"Values": values}))
     monkeypatch.setenv("UPSTREAM_TIMEOUT", "2")
-    settings = load_settings()
+    settings = load_settings(local_settings_json=True)
     assert (settings.direct_line_secret, settings.upstream_timeout) == (SECRET, 2.0)
 
 
 def test_load_settings_reports_a_broken_local_settings_json_with_the_other_problems(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    no_settings_in_environment: Path,
 ) -> None:
-    (tmp_path / "local.settings.json").write_text("{not json")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DIRECT_LINE_SECRET", raising=False)
+    (no_settings_in_environment / "local.settings.json").write_text("{not json")
     with pytest.raises(SettingsError) as raised:
-        load_settings()
+        load_settings(local_settings_json=True)
     assert raised.value.setting_names == ["DIRECT_LINE_SECRET", "local.settings.json"]
+
+
+def test_the_function_app_leaves_local_settings_json_to_core_tools_and_reads_dotenv(
+    no_settings_in_environment: Path,
+) -> None:
+    # Core Tools applies (and decrypts) local.settings.json before the worker starts; an encrypted
+    # file is its business, not a problem of the app's.
+    (no_settings_in_environment / "local.settings.json").write_text(
+        json.dumps({"IsEncrypted": True, "Values": {"DIRECT_LINE_SECRET": "ZW5jcnlwdGVk"}})
+    )
+    (no_settings_in_environment / ".env").write_text(f"DIRECT_LINE_SECRET={SECRET}\n")
+    assert load_settings().direct_line_secret == SECRET

@@ -47,7 +47,7 @@ def check(args: argparse.Namespace) -> int:
         for name in SETTINGS:
             print(f"{name:<24} {local.source(name, os.environ) or 'default'}")
     try:
-        settings = load_settings()
+        settings = load_settings(local_settings_json=True)
     except SettingsError as error:
         problems = list(error.problems)
     else:
@@ -57,49 +57,13 @@ def check(args: argparse.Namespace) -> int:
     if problems:
         return 1
     print("Settings are valid.")
-    return _mint_one_token(settings) if args.live else 0
+    if not args.live:
+        return 0
+    from tokens.livecheck import mint_one_token
 
-
-def _mint_one_token(settings: Settings) -> int:
-    """`check --live`: one real token with the configured secret and endpoint (Direct Line opens a
-    conversation for it), reported in the service's error vocabulary; the token is never shown."""
-    import secrets
-
-    from tokens.directline import DirectLineClient
-    from tokens.errors import ServiceError, UpstreamUnavailable
-
-    client = DirectLineClient(
-        settings.direct_line_endpoint, settings.direct_line_secret, settings.upstream_timeout
-    )
-    user_id = "dl_check-" + secrets.token_hex(8)
-    logging.getLogger("tokens").setLevel(logging.ERROR)  # the retry's log line: the outcome says it
-    try:
-        answer = client.generate({"id": user_id}, [])
-    except ServiceError as error:
-        if isinstance(error, UpstreamUnavailable) and error.retry_after is not None:
-            detail = f"Direct Line is throttling or busy: try again in {error.retry_after} s"
-        else:
-            detail = _LIVE_FAILURES.get(error.code, error.message)
-        print(f"{error.code}: {detail}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-    lifetime = answer.get("expires_in")
-    print(
-        f"ok: {settings.direct_line_endpoint} minted a token for {user_id}"
-        + (f", valid for {lifetime} s" if lifetime is not None else "")
-        + f" (conversation {str(answer['conversationId'])[:64]})"
-    )
-    return 0
-
-
-_LIVE_FAILURES = {
-    "upstream_unavailable": (
-        "Direct Line could not be reached (DNS, connection or TLS failure) or said it is unavailable: "
-        "check DIRECT_LINE_ENDPOINT and this machine's network"
-    ),
-    "upstream_timeout": "Direct Line did not answer within UPSTREAM_TIMEOUT seconds",
-}
+    outcome = mint_one_token(settings)
+    print(outcome.line, file=sys.stdout if outcome.ok else sys.stderr)
+    return 0 if outcome.ok else 1
 
 
 def _is_unspecified(host: str) -> bool:
@@ -154,7 +118,7 @@ def serve(args: argparse.Namespace) -> int:
             return 1
         demo = start_demo(page_host, port, args.public_url)
     try:
-        settings = load_settings()
+        settings = load_settings(local_settings_json=True)
     except SettingsError as error:
         for problem in error.problems:
             log.error("Invalid setting %s", problem)
@@ -227,7 +191,7 @@ def _origin(text: str) -> str:
     """An exact http(s) origin, as a forwarded port's address is: no path, no wildcard."""
     from tokens.origins import parse_pattern
 
-    origin = text.strip().rstrip("/")
+    origin = text.strip().rstrip("/").lower()  # as browsers send it: scheme and host in lower case
     pattern = parse_pattern(origin)
     if pattern is None or "*" in origin:
         raise argparse.ArgumentTypeError(

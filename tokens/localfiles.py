@@ -3,15 +3,18 @@
 
 Precedence is the SPEC's: a real environment variable always wins, then the `Values` of
 `local.settings.json`, then `.env`. Both files are looked for in the directory the command runs in,
-then in each directory above it (where `func start` and python-dotenv look too), so `check`, `serve`
-and `func start` run from the project agree on every value. In Azure neither file exists (both are
-kept out of the deployment by .funcignore) and reading them costs two failed look-ups.
+then in each directory above it, as python-dotenv looks.
+
+`local.settings.json` is read by the command line only (`check`, `serve`). Under `func start` Core
+Tools reads it itself, into the worker's environment, before the app runs; the app then reads `.env`
+alone, under those values, so `func start`, `check` and `serve` agree. In Azure neither file exists
+(both are kept out of the deployment by .funcignore).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,7 +37,7 @@ class LocalFiles(NamedTuple):
         for name, (value, _) in self.values.items():
             environ.setdefault(name, value)
 
-    def source(self, name: str, environ: MutableMapping[str, str]) -> str | None:
+    def source(self, name: str, environ: Mapping[str, str]) -> str | None:
         """Where `name` comes from, asked before `apply`: the environment, a file, or None (unset)."""
         if name in environ:
             return ENVIRONMENT
@@ -42,11 +45,12 @@ class LocalFiles(NamedTuple):
         return found[1] if found is not None else None
 
 
-def read_local_files(start: Path | None = None) -> LocalFiles:
-    """Read both files, nearest to `start` (the working directory) first, without applying them."""
+def read_local_files(start: Path | None = None, *, local_settings_json: bool = True) -> LocalFiles:
+    """Read the files nearest to `start` (the working directory), without applying them;
+    `local_settings_json=False` reads `.env` only (inside the Functions host, which owns the other)."""
     values: dict[str, tuple[str, str]] = {}
     problems: list[Problem] = []
-    local_settings = find_upward(LOCAL_SETTINGS, start)
+    local_settings = find_upward(LOCAL_SETTINGS, start) if local_settings_json else None
     if local_settings is not None:
         read, problem = _values_of(local_settings)
         values.update((name, (value, str(local_settings))) for name, value in read.items())
@@ -67,8 +71,11 @@ def read_local_files(start: Path | None = None) -> LocalFiles:
                     "save it as UTF-8",
                 )
             )
+        unusable = [name for name, value in found.items() if not _can_be_set(name, value or "")]
+        if unusable:
+            problems.append(Problem(DOTENV, _cannot_be_set(unusable)))
         for name, value in found.items():
-            if value is not None:
+            if value is not None and name not in unusable:
                 values.setdefault(name, (value, str(dotenv)))
     return LocalFiles(values, problems)
 
@@ -82,11 +89,23 @@ def find_upward(name: str, start: Path | None = None) -> Path | None:
     return None
 
 
+def _can_be_set(name: str, value: str) -> bool:
+    """What an environment variable can hold: a name without `=`, and no NUL anywhere."""
+    return bool(name) and "=" not in name and "\0" not in name + value
+
+
+def _cannot_be_set(names: list[str]) -> str:
+    shown = ", ".join(repr(name[:40]) for name in sorted(names)[:5])
+    return f"has names or values no environment variable can hold (empty, with = or NUL): {shown}"
+
+
 def _values_of(path: Path) -> tuple[dict[str, str], str | None]:
-    """The `Values` of a local.settings.json, and what is wrong with the file, if anything. Core
-    Tools refuses a file it cannot read; so does this, rather than run with half a configuration."""
+    """The `Values` of a local.settings.json, and what is wrong with the file, if anything. Where
+    Core Tools only warns about a file it cannot read and goes on without its values, `check` and
+    `serve` stop: a typo must not run the service half configured. Comments are allowed, as Core
+    Tools' JSON reader allows them."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8-sig"))
+        document = json.loads(without_comments(path.read_text(encoding="utf-8-sig")))
     except (OSError, UnicodeDecodeError) as error:
         return {}, f"cannot be read: {type(error).__name__}"
     except json.JSONDecodeError as error:
@@ -114,4 +133,36 @@ def _values_of(path: Path) -> tuple[dict[str, str], str | None]:
             wrong.append(name)
     if wrong:
         return values, f'"Values" must hold text: {", ".join(sorted(wrong)[:5])} do not'
+    unusable = [name for name, value in values.items() if not _can_be_set(name, value)]
+    if unusable:
+        return {name: values[name] for name in values if name not in unusable}, _cannot_be_set(unusable)
     return values, None
+
+
+def without_comments(text: str) -> str:
+    """JSON text without // and /* */ comments outside strings (each replaced by spaces or kept line
+    breaks, so that an error's line and column still point into the file)."""
+    out: list[str] = []
+    index, length = 0, len(text)
+    while index < length:
+        character = text[index]
+        if character == '"':  # a string, copied whole: its // and /* are text
+            end = index + 1
+            while end < length and text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            out.append(text[index : end + 1])
+            index = end + 1
+        elif text.startswith("//", index):
+            end = text.find("\n", index)
+            end = length if end < 0 else end
+            out.append(" " * (end - index))
+            index = end
+        elif text.startswith("/*", index):
+            end = text.find("*/", index + 2)
+            end = length if end < 0 else end + 2
+            out.append("".join(c if c == "\n" else " " for c in text[index:end]))
+            index = end
+        else:
+            out.append(character)
+            index += 1
+    return "".join(out)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NamedTuple
+from wsgiref.types import StartResponse, WSGIApplication
 
 from tokens import routes
 from tokens.body import MAX_BODY_BYTES
@@ -66,8 +67,6 @@ class Guard(NamedTuple):
     max_connections: int = 1000  # open connections per process
     per_address: int | None = 100  # open connections per client address; None behind a proxy
 
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-WSGIApplication = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class HostedApp:

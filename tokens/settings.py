@@ -143,14 +143,15 @@ def _read(setting: Setting, raw: str) -> tuple[Any, str | None]:
     return value, None if value is not None else setting.expected
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Validate `environ`; by default the process's environment, after applying the values of
-    local.settings.json and .env that the environment does not set (see tokens/localfiles.py)."""
+def load_settings(environ: Mapping[str, str] | None = None, *, local_settings_json: bool = False) -> Settings:
+    """Validate `environ`; by default the process's environment, after applying the values of .env
+    (and, for the command line, of local.settings.json) that it does not set already (see
+    tokens/localfiles.py). Inside the Functions host, Core Tools has applied local.settings.json."""
     if environ is not None:
         return Settings.from_env(environ)
     from tokens.localfiles import read_local_files
 
-    local = read_local_files()
+    local = read_local_files(local_settings_json=local_settings_json)
     local.apply(os.environ)
     try:
         settings = Settings.from_env(os.environ)
@@ -248,10 +249,10 @@ def _split(text: str) -> SplitResult:
     """urlsplit, with the port read once so that a bad one (`:abc`, `:99999`) is a ValueError here,
     reported as a setting problem, rather than at the first request. urlsplit drops tabs and line
     breaks without a word (WHATWG's rule), so a URL with any white space is refused here first."""
-    if not (text.isascii() and text.isprintable()) or " " in text:
+    if any(character.isspace() or not character.isprintable() for character in text):
         raise InvalidValue(
-            "contains white space, control or non-ASCII characters (a tab or line break pasted with "
-            "the URL?): write the URL on one line, with no spaces"
+            "contains white space or control characters (a tab or line break pasted with the URL?): "
+            "write the URL on one line, with no spaces"
         )
     parts = urlsplit(text)
     _ = parts.port
@@ -283,7 +284,7 @@ def key_url(text: str) -> str | None:
 def _endpoint(text: str) -> str | None:
     parts = _split(text)
     host = parts.hostname
-    if host is None or parts.username or parts.password or parts.query or parts.fragment:
+    if host is None or parts.username or parts.password:
         return None
     if is_loopback_host(host):
         ok = parts.scheme in ("http", "https")
@@ -291,12 +292,11 @@ def _endpoint(text: str) -> str | None:
         ok = parts.scheme == "https" and is_direct_line_host(host) and parts.port in (None, 443)
     if not ok:
         return None
-    if parts.path.rstrip("/") != DIRECT_LINE_PATH:
+    if parts.path.rstrip("/") != DIRECT_LINE_PATH or "?" in text or "#" in text:
+        example = "http://127.0.0.1:<port>" if is_loopback_host(host) else f"https://{host}"
         raise InvalidValue(
-            f"must end in {DIRECT_LINE_PATH}, the path of Direct Line's API, "
-            f"such as https://{host}{DIRECT_LINE_PATH}"
-            if not is_loopback_host(host)
-            else f"must end in {DIRECT_LINE_PATH}, the path of Direct Line's API"
+            f"its path must be exactly {DIRECT_LINE_PATH}, the path of Direct Line's API, with no "
+            f"query or fragment: {example}{DIRECT_LINE_PATH}"
         )
     return text.rstrip("/")
 

@@ -53,6 +53,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlencode
 
+from tokens.settings import SETTINGS
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 RUNTIME_VENV = ROOT / ".venv-py313"
@@ -384,8 +386,10 @@ class FunctionsHost:
 def worker_environment(settings: Mapping[str, str], app_dir: Path) -> dict[str, str]:
     """The worker's whole environment: the app settings, what the host sets for a Python worker, and
     the little a process needs; nothing else of this process's (no stray app setting, no PYTHONPATH
-    pointing Python 3.13 at this interpreter's packages)."""
+    pointing Python 3.13 at this interpreter's packages). Every setting of the SPEC is present, empty
+    where the test sets none, so that a developer's own .env in the app directory cannot fill it in."""
     env = {key: os.environ[key] for key in ("PATH", "HOME", "TMPDIR", "LANG") if key in os.environ}
+    env.update(dict.fromkeys(SETTINGS, ""))
     env.update(
         {
             "FUNCTIONS_WORKER_RUNTIME": "python",
