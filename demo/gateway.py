@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
-from wsgiref.types import WSGIApplication
+from wsgiref.types import StartResponse, WSGIApplication
 
 from demo.emulator import PATH_PREFIX
 
@@ -38,7 +38,7 @@ class BrowserGateway:
         self.service_endpoint = service_endpoint
         self.browser_endpoint = browser_endpoint
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO", ""))
         if path.startswith(PATH_PREFIX + "/"):
             route = path[len(PATH_PREFIX) :]
@@ -77,7 +77,7 @@ class BrowserGateway:
         return json.dumps(answer).encode()
 
 
-def _not_found(start_response: Any) -> list[bytes]:
+def _not_found(start_response: StartResponse) -> list[bytes]:
     body = json.dumps({"error": {"code": "NotFound", "message": "Not found."}}).encode()
     start_response(
         "404 Not Found",

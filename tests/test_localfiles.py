@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tokens.localfiles import ENVIRONMENT, read_local_files, without_comments
+from tokens.localfiles import ENVIRONMENT, lenient_json, read_local_files
 
 SECRET = "local-files-secret-Qw3"
 
@@ -77,7 +77,7 @@ def test_a_null_value_is_left_unset(tmp_path: Path) -> None:
 
 
 def test_invalid_json_is_a_problem_with_its_line_and_no_values(tmp_path: Path) -> None:
-    (tmp_path / "local.settings.json").write_text('{\n  "Values": {"DIRECT_LINE_SECRET": "x",}\n}')
+    (tmp_path / "local.settings.json").write_text('{\n  "Values": {"DIRECT_LINE_SECRET": "x" "A": "1"}\n}')
     local = read_local_files(tmp_path)
     [problem] = local.problems
     assert problem.setting == "local.settings.json"
@@ -133,15 +133,28 @@ def test_comments_are_allowed_as_core_tools_allows_them(tmp_path: Path) -> None:
 
 def test_comment_marks_inside_a_string_are_text() -> None:
     text = '{"A": "https://a.example/*x*/", "B": "say \\"//\\" twice"} // end'
-    assert json.loads(without_comments(text)) == {"A": "https://a.example/*x*/", "B": 'say "//" twice'}
+    assert json.loads(lenient_json(text)) == {"A": "https://a.example/*x*/", "B": 'say "//" twice'}
+
+
+def test_trailing_commas_are_allowed_as_core_tools_allows_them(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_text('{"Values": {"A": "1", "B": "x,}",\n },\n}')
+    local = read_local_files(tmp_path)
+    assert ({name: value for name, (value, _) in local.values.items()}, local.problems) == ({"A": "1", "B": "x,}"}, [])
 
 
 def test_an_error_after_a_comment_still_names_its_line(tmp_path: Path) -> None:
-    (tmp_path / "local.settings.json").write_text('{\n  /* one\n  two */\n  "Values": {"A": "1",}\n}')
+    (tmp_path / "local.settings.json").write_text('{\n  /* one\n  two */\n  "Values": {"A": "1" "B": "2"}\n}')
     assert "line 4" in read_local_files(tmp_path).problems[0].message
 
 
-@pytest.mark.parametrize("name", ["", "A=B", "A\0B"])
+def test_an_unclosed_comment_is_a_problem_where_it_opens(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_text('{"Values": {"A": "1"}}\n/* the rest')
+    local = read_local_files(tmp_path)
+    assert "line 2, column 1" in local.problems[0].message
+    assert local.values == {}
+
+
+@pytest.mark.parametrize("name", ["", "A=B", "A\0B", "A\ud800"])
 def test_a_name_no_environment_variable_can_have_is_a_problem_and_left_out(tmp_path: Path, name: str) -> None:
     _write_local_settings(tmp_path, {name: "x", "AUTH_MODE": "jwt"})
     local = read_local_files(tmp_path)
@@ -161,3 +174,27 @@ def test_the_function_app_reads_dotenv_only(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("AUTH_MODE=jwt\n")
     local = read_local_files(tmp_path, local_settings_json=False)
     assert {name: value for name, (value, _) in local.values.items()} == {"AUTH_MODE": "jwt"}
+
+
+def test_a_pasted_name_and_secret_shows_the_name_only(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {f"DIRECT_LINE_SECRET={SECRET}": ""})
+    message = read_local_files(tmp_path).problems[0].message
+    assert "'DIRECT_LINE_SECRET'" in message
+    assert SECRET[:8] not in message
+
+
+def test_a_value_not_text_and_a_name_that_cannot_be_set_are_both_named_and_neither_kept(tmp_path: Path) -> None:
+    _write_local_settings(tmp_path, {"A": [1], "": "x", "AUTH_MODE": "jwt"})
+    local = read_local_files(tmp_path)
+    [problem] = local.problems
+    assert "must hold text: 'A'" in problem.message
+    assert "no environment variable can hold" in problem.message
+    assert list(local.values) == ["AUTH_MODE"]
+    local.apply({})  # and applying what is kept cannot fail
+
+
+def test_a_lone_surrogate_in_a_value_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_text('{"Values": {"A": "x\\ud800", "B": "1"}}')
+    local = read_local_files(tmp_path)
+    assert "no environment variable can hold" in local.problems[0].message
+    assert list(local.values) == ["B"]

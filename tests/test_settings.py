@@ -187,11 +187,9 @@ def test_ncrontab_validation(expression: str, valid: bool) -> None:
 
 
 def test_dotenv_is_read_but_never_overrides_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    no_settings_in_environment: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / ".env").write_text(f"DIRECT_LINE_SECRET={SECRET}\nUPSTREAM_TIMEOUT=9\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DIRECT_LINE_SECRET", raising=False)
+    (no_settings_in_environment / ".env").write_text(f"DIRECT_LINE_SECRET={SECRET}\nUPSTREAM_TIMEOUT=9\n")
     monkeypatch.setenv("UPSTREAM_TIMEOUT", "2")
     settings = load_settings()
     assert settings.direct_line_secret == SECRET

@@ -14,6 +14,8 @@ alone, under those values, so `func start`, `check` and `serve` agree. In Azure 
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import NamedTuple
@@ -23,6 +25,8 @@ from tokens.settings import Problem
 LOCAL_SETTINGS = "local.settings.json"
 DOTENV = ".env"
 ENVIRONMENT = "environment"
+
+_CLOSES_NEXT = re.compile(r"\s*[}\]]")  # after a comma: it was the last of its object or array
 
 
 class LocalFiles(NamedTuple):
@@ -73,7 +77,7 @@ def read_local_files(start: Path | None = None, *, local_settings_json: bool = T
             )
         unusable = [name for name, value in found.items() if not _can_be_set(name, value or "")]
         if unusable:
-            problems.append(Problem(DOTENV, _cannot_be_set(unusable)))
+            problems.append(Problem(DOTENV, f"{_cannot_be_set(unusable)} ({dotenv})"))
         for name, value in found.items():
             if value is not None and name not in unusable:
                 values.setdefault(name, (value, str(dotenv)))
@@ -90,22 +94,34 @@ def find_upward(name: str, start: Path | None = None) -> Path | None:
 
 
 def _can_be_set(name: str, value: str) -> bool:
-    """What an environment variable can hold: a name without `=`, and no NUL anywhere."""
-    return bool(name) and "=" not in name and "\0" not in name + value
+    """What an environment variable can hold: a name without `=`, no NUL anywhere, and text the
+    system can encode (JSON can spell a lone surrogate, which no file name encoding takes)."""
+    if not name or "=" in name or "\0" in name + value:
+        return False
+    try:
+        os.fsencode(name + value)
+    except UnicodeError:
+        return False
+    return True
 
 
 def _cannot_be_set(names: list[str]) -> str:
-    shown = ", ".join(repr(name[:40]) for name in sorted(names)[:5])
-    return f"has names or values no environment variable can hold (empty, with = or NUL): {shown}"
+    return f"has names or values no environment variable can hold (empty, with = or NUL): {_names(names)}"
+
+
+def _names(names: list[str]) -> str:
+    """Names fit for a message: up to five, each cut at a `=` (a pasted `NAME=secret` shows NAME
+    only) and quoted with escapes, so that nothing odd in them reaches a terminal."""
+    return ", ".join(repr(name.partition("=")[0][:40]) for name in sorted(names)[:5])
 
 
 def _values_of(path: Path) -> tuple[dict[str, str], str | None]:
     """The `Values` of a local.settings.json, and what is wrong with the file, if anything. Where
     Core Tools only warns about a file it cannot read and goes on without its values, `check` and
-    `serve` stop: a typo must not run the service half configured. Comments are allowed, as Core
-    Tools' JSON reader allows them."""
+    `serve` stop: a typo must not run the service half configured. Comments and trailing commas are
+    allowed, as Core Tools' JSON reader allows them."""
     try:
-        document = json.loads(without_comments(path.read_text(encoding="utf-8-sig")))
+        document = json.loads(lenient_json(path.read_text(encoding="utf-8-sig")))
     except (OSError, UnicodeDecodeError) as error:
         return {}, f"cannot be read: {type(error).__name__}"
     except json.JSONDecodeError as error:
@@ -131,38 +147,69 @@ def _values_of(path: Path) -> tuple[dict[str, str], str | None]:
             values[name] = json.dumps(value)  # Core Tools turns numbers into their text, too
         elif value is not None:
             wrong.append(name)
+    problems = []
     if wrong:
-        return values, f'"Values" must hold text: {", ".join(sorted(wrong)[:5])} do not'
-    unusable = [name for name, value in values.items() if not _can_be_set(name, value)]
+        problems.append(f'"Values" must hold text: {_names(wrong)} do not')
+    unusable = [name for name in values if not _can_be_set(name, values[name])]
     if unusable:
-        return {name: values[name] for name in values if name not in unusable}, _cannot_be_set(unusable)
+        problems.append(_cannot_be_set(unusable))
+        values = {name: value for name, value in values.items() if name not in unusable}
+    if problems:
+        return values, "; ".join(problems)
     return values, None
 
 
-def without_comments(text: str) -> str:
-    """JSON text without // and /* */ comments outside strings (each replaced by spaces or kept line
-    breaks, so that an error's line and column still point into the file)."""
+def lenient_json(text: str) -> str:
+    """JSON text as Core Tools' reader (Json.NET) takes it, made strict: // and /* */ comments and a
+    comma before `}` or `]` become spaces, outside strings, so that an error's line and column still
+    point into the file. An unclosed /* is a JSONDecodeError where it opens."""
+    return _without_trailing_commas(_without_comments(text))
+
+
+def _string_end(text: str, index: int) -> int:
+    """Where the string that opens at `index` ends (after its closing quote, or the text's end)."""
+    end = index + 1
+    while end < len(text) and text[end] != '"':
+        end += 2 if text[end] == "\\" else 1
+    return min(end + 1, len(text))
+
+
+def _without_comments(text: str) -> str:
     out: list[str] = []
-    index, length = 0, len(text)
-    while index < length:
-        character = text[index]
-        if character == '"':  # a string, copied whole: its // and /* are text
-            end = index + 1
-            while end < length and text[end] != '"':
-                end += 2 if text[end] == "\\" else 1
-            out.append(text[index : end + 1])
-            index = end + 1
+    index = 0
+    while index < len(text):
+        if text[index] == '"':  # copied whole: a // or /* in a string is text
+            end = _string_end(text, index)
         elif text.startswith("//", index):
-            end = text.find("\n", index)
-            end = length if end < 0 else end
-            out.append(" " * (end - index))
-            index = end
+            found = text.find("\n", index)
+            end = len(text) if found < 0 else found
         elif text.startswith("/*", index):
-            end = text.find("*/", index + 2)
-            end = length if end < 0 else end + 2
-            out.append("".join(c if c == "\n" else " " for c in text[index:end]))
-            index = end
+            found = text.find("*/", index + 2)
+            if found < 0:
+                raise json.JSONDecodeError("Unterminated comment", text, index)
+            end = found + 2
         else:
-            out.append(character)
+            out.append(text[index])
             index += 1
+            continue
+        piece = text[index:end]
+        out.append(piece if piece[0] == '"' else "".join(c if c in "\r\n" else " " for c in piece))
+        index = end
+    return "".join(out)
+
+
+def _without_trailing_commas(text: str) -> str:
+    out: list[str] = []
+    index = 0
+    while index < len(text):
+        if text[index] == '"':
+            end = _string_end(text, index)
+            out.append(text[index:end])
+            index = end
+            continue
+        if text[index] == "," and _CLOSES_NEXT.match(text, index + 1):
+            out.append(" ")
+        else:
+            out.append(text[index])
+        index += 1
     return "".join(out)

@@ -68,7 +68,6 @@ class Guard(NamedTuple):
     per_address: int | None = 100  # open connections per client address; None behind a proxy
 
 
-
 class HostedApp:
     """The WSGI application: `/api/<route>` from the route table, the OpenAPI description, and
     in demo mode the sample page's files."""
