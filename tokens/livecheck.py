@@ -39,8 +39,8 @@ def mint_one_token(settings: Settings) -> Outcome:
     lifetime = answer.get("expires_in")
     conversation = one_line(str(answer.get("conversationId", "")))[:64]
     valid = f", valid for {lifetime} s" if lifetime is not None else ""
-    return Outcome(True, f"ok: {settings.direct_line_endpoint} minted a token for {user_id}{valid} "
-                         f"(conversation {conversation})")
+    minted = f"{settings.direct_line_endpoint} minted a token for {user_id}{valid}"
+    return Outcome(True, f"ok: {minted} (conversation {conversation})")
 
 
 def _explained(error: ServiceError) -> str:
