@@ -133,6 +133,22 @@ def test_verbose_says_where_each_setting_comes_from(tmp_path: Path) -> None:
     assert SECRET not in result.stdout + result.stderr
 
 
+def test_a_reader_that_stops_early_ends_check_quietly(tmp_path: Path) -> None:
+    # As `check --verbose | head -4` does: the pipe closes before check has written everything.
+    env = {"PATH": os.defpath, "PYTHONPATH": str(ROOT), "DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ORIGINS}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tokens", "check", "--verbose"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()
+    stderr = child.stderr.read().decode()
+    child.wait(timeout=60)
+    child.stderr.close()
+    assert "Traceback" not in stderr
+    assert "BrokenPipeError" not in stderr
+
+
 def test_an_encrypted_local_settings_json_fails_check_with_the_fix(tmp_path: Path) -> None:
     (tmp_path / "local.settings.json").write_text('{"IsEncrypted": true, "Values": {"DIRECT_LINE_SECRET": "AAEC"}}')
     result = _check({"ALLOWED_ORIGINS": ORIGINS}, tmp_path)

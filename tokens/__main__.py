@@ -249,7 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         # A path or value that the console's code page lacks (Windows, redirected) must not crash.
         sys.stdout.reconfigure(errors="backslashreplace")
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught, not at exit
+    except BrokenPipeError:
+        # `check --verbose | head`: the reader has had enough; exit quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return result
 
 
