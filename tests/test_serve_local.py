@@ -4,6 +4,7 @@ forwarded port (`--public-url`), and what it says when it cannot start."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ALLOWED, served
+from tests.conftest import ALLOWED, ROOT, served
 from tests.fakes import SECRET, FakeDirectLine
 from tests.served import ServedApp, child_environment
 
@@ -113,3 +114,13 @@ def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path: Path, demo: list[s
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert f"Cannot listen on 127.0.0.1 port {port}" in done.stderr
+
+
+def test_invalid_settings_end_serve_with_exit_1_every_time(tmp_path: Path) -> None:
+    # The first mistake of many: the example file copied, its placeholder secret left in. The trust
+    # store's thread was once a daemon that this quick exit could catch inside OpenSSL: a segfault
+    # in about one run of three. Ten runs in a row must all end cleanly.
+    shutil.copy(ROOT / "local.settings.json.example", tmp_path / "local.settings.json")
+    endings = [_serve(tmp_path, "--port", "0", env={"LANG": "C.UTF-8"}) for _ in range(10)]
+    assert [done.returncode for done in endings] == [1] * 10
+    assert all("Invalid setting DIRECT_LINE_SECRET" in done.stderr for done in endings)

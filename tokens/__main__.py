@@ -105,7 +105,9 @@ def serve(args: argparse.Namespace) -> int:
     # of its own; or before the workers fork, so that each starts with it (a fork must not copy a
     # thread's half-done work).
     if args.workers == 1:
-        threading.Thread(target=trust.context, name="trust-store", daemon=True).start()
+        # Not a daemon: on an early return (invalid settings) the interpreter must wait for it, since
+        # a thread still inside OpenSSL while Python shuts down can crash it (a segfault, exit 139).
+        threading.Thread(target=trust.context, name="trust-store").start()
     else:
         trust.context()
     page_host = _url_host("127.0.0.1" if _is_unspecified(args.host) else args.host)
