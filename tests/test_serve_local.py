@@ -4,10 +4,12 @@ forwarded port (`--public-url`), and what it says when it cannot start."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import requests
 
 from tests.conftest import ALLOWED, ROOT, served
 from tests.fakes import SECRET, FakeDirectLine
-from tests.served import ServedApp, child_environment
+from tests.served import ServedApp, child_environment, free_port, stop_process
 
 PUBLIC = "https://octo-space-7071.app.github.dev"
 
@@ -124,3 +126,24 @@ def test_invalid_settings_end_serve_with_exit_1_every_time(tmp_path: Path) -> No
     endings = [_serve(tmp_path, "--port", "0", env={"LANG": "C.UTF-8"}) for _ in range(10)]
     assert [done.returncode for done in endings] == [1] * 10
     assert all("Invalid setting DIRECT_LINE_SECRET" in done.stderr for done in endings)
+
+
+def test_serve_on_every_ipv6_address_names_an_address_it_answers_on(tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = child_environment({"DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ALLOWED})
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tokens", "serve", "--host", "::", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "Serving /api on" not in log_path.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log_path.read_text()
+            time.sleep(0.05)
+        [url] = re.findall(r"Serving /api on (\S+)", log_path.read_text())
+        assert url == f"http://[::1]:{port}"
+        assert requests.get(f"{url}/api/health", timeout=10).status_code == 200
+    finally:
+        stop_process(process)

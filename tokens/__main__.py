@@ -74,6 +74,14 @@ def _is_unspecified(host: str) -> bool:
         return False
 
 
+def _callable_at(host: str) -> str:
+    """Where this machine reaches a server bound to `host`: an unspecified address is called at the
+    loopback address of its own family (`::` listens on IPv6 only)."""
+    if not _is_unspecified(host):
+        return host
+    return "::1" if ":" in host else "127.0.0.1"
+
+
 def _url_host(host: str) -> str:
     """A host as it is written in a URL: IPv6 literals in brackets."""
     return f"[{host}]" if ":" in host else host
@@ -110,7 +118,7 @@ def serve(args: argparse.Namespace) -> int:
         threading.Thread(target=trust.context, name="trust-store").start()
     else:
         trust.context()
-    page_host = _url_host("127.0.0.1" if _is_unspecified(args.host) else args.host)
+    page_host = _url_host(_callable_at(args.host))
     demo = None
     if args.demo:
         try:
