@@ -162,11 +162,33 @@ def test_a_name_no_environment_variable_can_have_is_a_problem_and_left_out(tmp_p
     assert list(local.values) == ["AUTH_MODE"]
 
 
-def test_a_nul_in_a_dotenv_value_is_a_problem_and_left_out(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("DIRECT_LINE_SECRET=ab\0c\nAUTH_MODE=jwt\n")
+def test_a_utf16_dotenv_without_byte_order_mark_is_the_same_problem(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes("DIRECT_LINE_SECRET=abc\r\n".encode("utf-16-le"))
     local = read_local_files(tmp_path)
-    assert local.problems[0].setting == ".env"
-    assert list(local.values) == ["AUTH_MODE"]
+    assert "save it as UTF-8" in local.problems[0].message
+    assert local.values == {}
+
+
+def test_a_utf16_local_settings_json_says_how_to_save_it(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_bytes(json.dumps({"Values": {"A": "1"}}).encode("utf-16"))
+    [problem] = read_local_files(tmp_path).problems
+    assert (problem.setting, "save it as UTF-8" in problem.message) == ("local.settings.json", True)
+
+
+def test_a_dotenv_line_that_cannot_be_parsed_is_a_problem_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text('AUTH_MODE=jwt\nALLOWED_ORIGINS="http://localhost:3000\n')
+    local = read_local_files(tmp_path)
+    [problem] = local.problems
+    assert problem.setting == ".env"
+    assert "line 2" in problem.message
+    assert "close every quote" in problem.message
+
+
+def test_settings_outside_values_are_a_problem_that_shows_where_they_go(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_text(json.dumps({"DIRECT_LINE_SECRET": SECRET}))
+    [problem] = read_local_files(tmp_path).problems
+    assert "'DIRECT_LINE_SECRET' must be inside \"Values\"" in problem.message
+    assert SECRET not in problem.message
 
 
 def test_the_function_app_reads_dotenv_only(tmp_path: Path) -> None:
@@ -187,7 +209,7 @@ def test_a_value_not_text_and_a_name_that_cannot_be_set_are_both_named_and_neith
     _write_local_settings(tmp_path, {"A": [1], "": "x", "AUTH_MODE": "jwt"})
     local = read_local_files(tmp_path)
     [problem] = local.problems
-    assert "must hold text: 'A'" in problem.message
+    assert "not lists or objects: 'A'" in problem.message
     assert "no environment variable can hold" in problem.message
     assert list(local.values) == ["AUTH_MODE"]
     local.apply({})  # and applying what is kept cannot fail

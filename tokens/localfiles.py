@@ -13,14 +13,16 @@ alone, under those values, so `func start`, `check` and `serve` agree. In Azure 
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import NamedTuple
 
-from tokens.settings import Problem
+from tokens.settings import SETTINGS, Problem
 
 LOCAL_SETTINGS = "local.settings.json"
 DOTENV = ".env"
@@ -62,25 +64,11 @@ def read_local_files(start: Path | None = None, *, local_settings_json: bool = T
             problems.append(Problem(LOCAL_SETTINGS, f"{problem} ({local_settings})"))
     dotenv = find_upward(DOTENV, start)
     if dotenv is not None:
-        from dotenv import dotenv_values  # only when there is a file: it costs a cold start
-
-        try:
-            found = dotenv_values(dotenv, encoding="utf-8")
-        except UnicodeDecodeError:
-            found = {}
-            problems.append(
-                Problem(
-                    DOTENV,
-                    f"is not UTF-8 text ({dotenv}); Windows PowerShell's > and Out-File write UTF-16: "
-                    "save it as UTF-8",
-                )
-            )
-        unusable = [name for name, value in found.items() if not _can_be_set(name, value or "")]
-        if unusable:
-            problems.append(Problem(DOTENV, f"{_cannot_be_set(unusable)} ({dotenv})"))
+        found, problem = _dotenv_values(dotenv)
+        if problem is not None:
+            problems.append(Problem(DOTENV, f"{problem} ({dotenv})"))
         for name, value in found.items():
-            if value is not None and name not in unusable:
-                values.setdefault(name, (value, str(dotenv)))
+            values.setdefault(name, (value, str(dotenv)))
     return LocalFiles(values, problems)
 
 
@@ -115,15 +103,64 @@ def _names(names: list[str]) -> str:
     return ", ".join(repr(name.partition("=")[0][:40]) for name in sorted(names)[:5])
 
 
+def _text_of(path: Path) -> tuple[str | None, str | None]:
+    """A settings file's text, or what keeps it from being read. Windows PowerShell 5.1's `>` and
+    `Out-File` write UTF-16, whose NUL bytes would otherwise turn into names no one can read."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        return None, f"cannot be read: {type(error).__name__}"
+    try:
+        if b"\0" in raw:
+            raise UnicodeError("NUL bytes")
+        return raw.decode("utf-8-sig"), None
+    except UnicodeError:
+        return None, (
+            "is not UTF-8 text (Windows PowerShell's > and Out-File write UTF-16): save it as UTF-8, "
+            "with an editor or Set-Content"
+        )
+
+
+def _dotenv_values(path: Path) -> tuple[dict[str, str], str | None]:
+    """What python-dotenv reads from `path` (quotes, escapes, ${VAR} expansion and all), and what
+    is wrong with it: a line it cannot parse is a problem here, not only a warning on the console."""
+    text, problem = _text_of(path)
+    if text is None:
+        return {}, problem
+    from dotenv import dotenv_values  # only when there is a file: it costs a cold start
+
+    unparsed: list[str] = []
+
+    def note(record: logging.LogRecord) -> bool:
+        unparsed.append(str(record.args[0]) if isinstance(record.args, tuple) and record.args else "?")
+        return False  # said once, in the problem
+
+    dotenv_log = logging.getLogger("dotenv.main")
+    dotenv_log.addFilter(note)
+    try:
+        found = dotenv_values(stream=io.StringIO(text))
+    finally:
+        dotenv_log.removeFilter(note)
+    values = {name: value for name, value in found.items() if value is not None}
+    problems = []
+    if unparsed:
+        problems.append(
+            f"cannot be parsed at line {', '.join(unparsed[:5])}: write NAME=value, and close every "
+            "quote you open"
+        )
+    return _settable(values, problems)
+
+
 def _values_of(path: Path) -> tuple[dict[str, str], str | None]:
     """The `Values` of a local.settings.json, and what is wrong with the file, if anything. Where
     Core Tools only warns about a file it cannot read and goes on without its values, `check` and
     `serve` stop: a typo must not run the service half configured. Comments and trailing commas are
     allowed, as Core Tools' JSON reader allows them."""
+    text, problem = _text_of(path)
+    if text is None:
+        return {}, problem
     try:
-        document = json.loads(lenient_json(path.read_text(encoding="utf-8-sig")))
-    except (OSError, UnicodeDecodeError) as error:
-        return {}, f"cannot be read: {type(error).__name__}"
+        document = json.loads(lenient_json(text))
     except json.JSONDecodeError as error:
         return {}, f"is not valid JSON (line {error.lineno}, column {error.colno}): fix or remove it"
     if not isinstance(document, dict):
@@ -133,6 +170,10 @@ def _values_of(path: Path) -> tuple[dict[str, str], str | None]:
             "is encrypted (IsEncrypted is true), which only Core Tools on the machine that encrypted it "
             "can read: run `func settings decrypt`, or set the values in the environment"
         )
+    misplaced = [name for name in document if name in SETTINGS]
+    if misplaced:
+        example = '{"Values": {"DIRECT_LINE_SECRET": "..."}}'
+        return {}, f'{_names(misplaced)} must be inside "Values", as in {example}'
     found = document.get("Values", {})
     if not isinstance(found, dict):
         return {}, '"Values" must be a JSON object of setting names and text values'
@@ -147,16 +188,17 @@ def _values_of(path: Path) -> tuple[dict[str, str], str | None]:
             values[name] = json.dumps(value)  # Core Tools turns numbers into their text, too
         elif value is not None:
             wrong.append(name)
-    problems = []
-    if wrong:
-        problems.append(f'"Values" must hold text: {_names(wrong)} do not')
+    problems = [f'"Values" must hold text, not lists or objects: {_names(wrong)}'] if wrong else []
+    return _settable(values, problems)
+
+
+def _settable(values: dict[str, str], problems: list[str]) -> tuple[dict[str, str], str | None]:
+    """The values an environment can hold, and the file's problems with those it cannot."""
     unusable = [name for name in values if not _can_be_set(name, values[name])]
     if unusable:
-        problems.append(_cannot_be_set(unusable))
-        values = {name: value for name, value in values.items() if name not in unusable}
-    if problems:
-        return values, "; ".join(problems)
-    return values, None
+        problems = [*problems, _cannot_be_set(unusable)]
+    kept = {name: value for name, value in values.items() if name not in unusable}
+    return kept, "; ".join(problems) or None
 
 
 def lenient_json(text: str) -> str:
