@@ -13,6 +13,7 @@ import azure.functions as func
 
 from tokens import routes
 from tokens.http import Request
+from tokens.localfiles import read_local_files
 from tokens.settings import DEFAULT_WARMUP_SCHEDULE, is_ncrontab
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -52,8 +53,9 @@ def health(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
 
 def warmup_schedule() -> str:
     # Read before the settings are: the host needs the schedule when it indexes the functions. An
-    # invalid one is reported by the settings check; the timer keeps the default meanwhile.
-    schedule = os.environ.get("WARMUP_SCHEDULE", "").strip()
+    # invalid one is reported by the settings check; the timer keeps the default meanwhile. A
+    # .env (local runs only) counts here as it does for every other setting.
+    schedule = read_local_files(local_settings_json=False).value("WARMUP_SCHEDULE", os.environ).strip()
     return schedule if is_ncrontab(schedule) else DEFAULT_WARMUP_SCHEDULE
 
 

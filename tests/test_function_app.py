@@ -94,15 +94,26 @@ def test_timer_has_a_valid_six_field_schedule() -> None:
     assert binding["runOnStartup"] is False
 
 
+# A fresh interpreter prints the timer's schedule as the host indexes it.
+_PRINT_TIMER_SCHEDULE = (
+    "import function_app, json\n"
+    "timer = [f for f in function_app.app.get_functions() if f.get_function_name() == 'warmup_timer'][0]\n"
+    "print(json.loads(timer.get_function_json())['bindings'][0]['schedule'])"
+)
+
+
 def test_timer_schedule_follows_the_setting() -> None:
-    code = (
-        "import function_app, json\n"
-        "timer = [f for f in function_app.app.get_functions() if f.get_function_name() == 'warmup_timer'][0]\n"
-        "print(json.loads(timer.get_function_json())['bindings'][0]['schedule'])"
-    )
     env = {"WARMUP_SCHEDULE": "30 */2 * * * *", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _PRINT_TIMER_SCHEDULE], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "30 */2 * * * *"
+
+
+def test_timer_schedule_set_in_dotenv_is_the_timers_too(tmp_path: Path) -> None:
+    # Under func start the app applies .env itself; the schedule is read before, at indexing.
+    (tmp_path / ".env").write_text("WARMUP_SCHEDULE=15 */3 * * * *\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", _PRINT_TIMER_SCHEDULE], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "15 */3 * * * *"
 
 
 def test_host_json_routes_under_api_and_keeps_traces_out_of_sampling() -> None:

@@ -43,6 +43,10 @@ class LocalFiles(NamedTuple):
         for name, (value, _) in self.values.items():
             environ.setdefault(name, value)
 
+    def value(self, name: str, environ: Mapping[str, str]) -> str:
+        """The value `name` will have once applied: the environment's, else a file's, else ""."""
+        return environ[name] if name in environ else self.values.get(name, ("", ""))[0]
+
     def source(self, name: str, environ: Mapping[str, str]) -> str | None:
         """Where `name` comes from, asked before `apply`: the environment, a file, or None (unset)."""
         if name in environ:
