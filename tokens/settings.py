@@ -201,8 +201,8 @@ def is_direct_line_host(host: str) -> bool:
 def _secret(text: str) -> str:
     if text.startswith("<") and text.endswith(">"):
         raise InvalidValue(
-            "is still a placeholder (from local.settings.json.example?): put the bot's Direct Line "
-            "secret there, from the Azure portal: the bot > Channels > Direct Line"
+            "is a placeholder in <angle brackets>, copied from an example: put the bot's own Direct "
+            "Line secret in its place (Azure portal: the bot > Channels > Direct Line > Secret keys)"
         )
     if not (text.isascii() and text.isprintable()) or " " in text:
         raise InvalidValue("contains white space, control or non-ASCII characters")
