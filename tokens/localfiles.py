@@ -114,15 +114,15 @@ def _text_of(path: Path) -> tuple[str | None, str | None]:
         raw = path.read_bytes()
     except OSError as error:
         return None, f"cannot be read: {type(error).__name__}"
-    try:
-        if b"\0" in raw:
-            raise UnicodeError("NUL bytes")
-        return raw.decode("utf-8-sig"), None
-    except UnicodeError:
-        return None, (
-            "is not UTF-8 text (Windows PowerShell's > and Out-File write UTF-16): save it as UTF-8, "
-            "with an editor or Set-Content"
-        )
+    if b"\0" not in raw:
+        try:
+            return raw.decode("utf-8-sig"), None
+        except UnicodeDecodeError:
+            pass
+    return None, (
+        "is not UTF-8 text (Windows PowerShell's > and Out-File write UTF-16): save it as UTF-8, "
+        "with an editor or Set-Content"
+    )
 
 
 def _dotenv_values(path: Path) -> tuple[dict[str, str], str | None]:
