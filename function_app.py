@@ -13,7 +13,6 @@ import azure.functions as func
 
 from tokens import routes
 from tokens.http import Request
-from tokens.localfiles import read_local_files
 from tokens.settings import DEFAULT_WARMUP_SCHEDULE, is_ncrontab
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -55,7 +54,12 @@ def warmup_schedule() -> str:
     # Read before the settings are: the host needs the schedule when it indexes the functions. An
     # invalid one is reported by the settings check; the timer keeps the default meanwhile. A
     # .env (local runs only) counts here as it does for every other setting.
-    schedule = read_local_files(local_settings_json=False).value("WARMUP_SCHEDULE", os.environ).strip()
+    schedule = os.environ.get("WARMUP_SCHEDULE")
+    if schedule is None:  # always set in Azure (infra/); the files are for local runs only
+        from tokens.localfiles import read_local_files
+
+        schedule = read_local_files(local_settings_json=False).value("WARMUP_SCHEDULE", {})
+    schedule = schedule.strip()
     return schedule if is_ncrontab(schedule) else DEFAULT_WARMUP_SCHEDULE
 
 

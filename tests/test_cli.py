@@ -143,7 +143,7 @@ def test_a_reader_that_stops_early_ends_check_quietly(tmp_path: Path) -> None:
     assert child.stdout is not None and child.stderr is not None
     child.stdout.close()
     stderr = child.stderr.read().decode()
-    child.wait(timeout=60)
+    assert child.wait(timeout=60) == 1
     child.stderr.close()
     assert "Traceback" not in stderr
     assert "BrokenPipeError" not in stderr

@@ -185,10 +185,19 @@ def test_a_dotenv_line_that_cannot_be_parsed_is_a_problem_with_its_line(tmp_path
 
 
 def test_settings_outside_values_are_a_problem_that_shows_where_they_go(tmp_path: Path) -> None:
-    (tmp_path / "local.settings.json").write_text(json.dumps({"DIRECT_LINE_SECRET": SECRET}))
-    [problem] = read_local_files(tmp_path).problems
+    document = {"Values": {"AUTH_MODE": "jwt"}, "DIRECT_LINE_SECRET": SECRET}
+    (tmp_path / "local.settings.json").write_text(json.dumps(document))
+    local = read_local_files(tmp_path)
+    [problem] = local.problems
     assert "'DIRECT_LINE_SECRET' must be inside \"Values\"" in problem.message
     assert SECRET not in problem.message
+    assert list(local.values) == ["AUTH_MODE"]  # what is inside still counts
+
+
+def test_a_crlf_dotenv_reads_as_open_would_read_it(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b'A="m\r\nn"\r\nB=1\r\n')
+    local = read_local_files(tmp_path)
+    assert {name: value for name, (value, _) in local.values.items()} == {"A": "m\nn", "B": "1"}
 
 
 def test_the_function_app_reads_dotenv_only(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import ipaddress
 import logging
@@ -262,8 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.run(args)
         sys.stdout.flush()  # here, where a closed pipe can still be caught, not at exit
-    except BrokenPipeError:
+    except OSError as error:
         # `check --verbose | head`: the reader has had enough; exit quietly, as other tools do.
+        # Windows says so with EINVAL rather than EPIPE.
+        on_windows = sys.platform == "win32" and error.errno == errno.EINVAL
+        if not (isinstance(error, BrokenPipeError) or on_windows):
+            raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return result

@@ -120,9 +120,13 @@ def _text_of(path: Path) -> tuple[str | None, str | None]:
         except UnicodeDecodeError:
             pass
     return None, (
-        "is not UTF-8 text (Windows PowerShell's > and Out-File write UTF-16): save it as UTF-8, "
-        "with an editor or Set-Content"
+        "is not UTF-8 text (NUL bytes or invalid sequences: Windows PowerShell's > and Out-File "
+        "write UTF-16): save it as UTF-8, with an editor or Set-Content"
     )
+
+
+def _said_in_the_problem(record: logging.LogRecord) -> bool:
+    return False
 
 
 def _dotenv_values(path: Path) -> tuple[dict[str, str], str | None]:
@@ -132,19 +136,17 @@ def _dotenv_values(path: Path) -> tuple[dict[str, str], str | None]:
     if text is None:
         return {}, problem
     from dotenv import dotenv_values  # only when there is a file: it costs a cold start
+    from dotenv.parser import parse_stream
 
-    unparsed: list[str] = []
-
-    def note(record: logging.LogRecord) -> bool:
-        unparsed.append(str(record.args[0]) if isinstance(record.args, tuple) and record.args else "?")
-        return False  # said once, in the problem
-
+    # newline=None: a CRLF file's line ends read as "\n", as open() would read them.
+    bindings = parse_stream(io.StringIO(text, newline=None))
+    unparsed = [str(binding.original.line) for binding in bindings if binding.error]
     dotenv_log = logging.getLogger("dotenv.main")
-    dotenv_log.addFilter(note)
+    dotenv_log.addFilter(_said_in_the_problem)  # its own warning for each such line
     try:
-        found = dotenv_values(stream=io.StringIO(text))
+        found = dotenv_values(stream=io.StringIO(text, newline=None))
     finally:
-        dotenv_log.removeFilter(note)
+        dotenv_log.removeFilter(_said_in_the_problem)
     values = {name: value for name, value in found.items() if value is not None}
     problems = []
     if unparsed:
@@ -174,10 +176,6 @@ def _values_of(path: Path) -> tuple[dict[str, str], str | None]:
             "is encrypted (IsEncrypted is true), which only Core Tools on the machine that encrypted it "
             "can read: run `func settings decrypt`, or set the values in the environment"
         )
-    misplaced = [name for name in document if name in SETTINGS]
-    if misplaced:
-        example = '{"Values": {"DIRECT_LINE_SECRET": "..."}}'
-        return {}, f'{_names(misplaced)} must be inside "Values", as in {example}'
     found = document.get("Values", {})
     if not isinstance(found, dict):
         return {}, '"Values" must be a JSON object of setting names and text values'
@@ -193,6 +191,10 @@ def _values_of(path: Path) -> tuple[dict[str, str], str | None]:
         elif value is not None:
             wrong.append(name)
     problems = [f'"Values" must hold text, not lists or objects: {_names(wrong)}'] if wrong else []
+    misplaced = [name for name in document if name in SETTINGS]
+    if misplaced:
+        example = '{"Values": {"DIRECT_LINE_SECRET": "..."}}'
+        problems.append(f'{_names(misplaced)} must be inside "Values" to apply, as in {example}')
     return _settable(values, problems)
 
 
