@@ -15,14 +15,12 @@ import http.client
 import json
 import logging
 import ssl
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import azure.functions as func
@@ -30,6 +28,7 @@ import requests
 
 from benchmarks.naive import naive_token
 from benchmarks.stats import Latencies
+from tests.hostcontext import InvocationContext
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://www.contoso.com"
@@ -49,37 +48,6 @@ class OverheadResult:
     naive: Latencies
     floor: Latencies
     raw: Latencies
-
-
-class InvocationContext(func.Context):
-    """The least the Functions host passes as `context`: a fresh invocation id per call."""
-
-    def __init__(self) -> None:
-        self._invocation_id = uuid.uuid4().hex
-
-    @property
-    def invocation_id(self) -> str:
-        return self._invocation_id
-
-    @property
-    def thread_local_storage(self) -> type[threading.local]:
-        return threading.local
-
-    @property
-    def function_name(self) -> str:
-        return "directline_token"
-
-    @property
-    def function_directory(self) -> str:
-        return str(ROOT)
-
-    @property
-    def trace_context(self) -> Any:
-        return None
-
-    @property
-    def retry_context(self) -> Any:
-        return None
 
 
 @functools.cache
@@ -108,7 +76,8 @@ def app_token_call() -> Call:
             route_params={},
             body=TOKEN_BODY,
         )
-        status: int = user_function(request, InvocationContext()).status_code
+        context = InvocationContext(uuid.uuid4().hex, "directline_token")
+        status: int = user_function(request, context).status_code
         return status == 200
 
     return call

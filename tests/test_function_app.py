@@ -7,9 +7,7 @@ import ast
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 import azure.functions as func
 import pytest
@@ -19,42 +17,12 @@ from azure.functions.timer import TimerRequest
 import function_app
 from tests.conftest import ALLOWED, ROOT
 from tests.fakes import FakeDirectLine, refused_url
+from tests.hostcontext import InvocationContext
 from tokens import routes
 from tokens.settings import is_ncrontab
 
 # `app.get_functions()` refuses a second call ("not a unique function name"): read it once.
 FUNCTIONS = {function.get_function_name(): function for function in function_app.app.get_functions()}
-
-
-class InvocationContext(func.Context):
-    """What the Functions host passes as `context`; only the invocation id matters here."""
-
-    def __init__(self, invocation_id: str = "host-invocation-1") -> None:
-        self._invocation_id = invocation_id
-
-    @property
-    def invocation_id(self) -> str:
-        return self._invocation_id
-
-    @property
-    def function_name(self) -> str:
-        return "test"
-
-    @property
-    def function_directory(self) -> str:
-        return str(ROOT)
-
-    @property
-    def thread_local_storage(self) -> type[threading.local]:
-        return threading.local
-
-    @property
-    def trace_context(self) -> Any:
-        return None
-
-    @property
-    def retry_context(self) -> Any:
-        return None
 
 
 def _binding(name: str) -> dict[str, object]:

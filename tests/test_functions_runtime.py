@@ -34,12 +34,13 @@ from tests.functions_host.host import (
     Message,
     worker_environment,
 )
+from tests.hostcontext import InvocationContext
 from tests.prerequisites import missing_prerequisite
 from tests.served import free_port
 
 # The adapter tests' view of the same app: `app.get_functions()` may be read only once per process,
 # so the functions come from that module rather than a second reading here.
-from tests.test_function_app import FUNCTIONS, InvocationContext
+from tests.test_function_app import FUNCTIONS
 from tokens import routes
 
 # -- what the runtime must index: one row per function, compared exactly -------------------------
