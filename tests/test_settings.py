@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tokens.localfiles import read_local_files
 from tokens.settings import (
     DEFAULT_ENDPOINT,
     SETTINGS,
@@ -361,7 +362,7 @@ def test_load_settings_for_the_command_line_applies_local_settings_json_under_th
     values = {"DIRECT_LINE_SECRET": SECRET, "UPSTREAM_TIMEOUT": "4"}
     (no_settings_in_environment / "local.settings.json").write_text(json.dumps({"Values": values}))
     monkeypatch.setenv("UPSTREAM_TIMEOUT", "2")
-    settings = load_settings(local_settings_json=True)
+    settings = load_settings(local=read_local_files())
     assert (settings.direct_line_secret, settings.upstream_timeout) == (SECRET, 2.0)
 
 
@@ -370,7 +371,7 @@ def test_load_settings_reports_a_broken_local_settings_json_with_the_other_probl
 ) -> None:
     (no_settings_in_environment / "local.settings.json").write_text("{not json")
     with pytest.raises(SettingsError) as raised:
-        load_settings(local_settings_json=True)
+        load_settings(local=read_local_files())
     assert raised.value.setting_names == ["DIRECT_LINE_SECRET", "local.settings.json"]
 
 

@@ -43,12 +43,12 @@ log = logging.getLogger("tokens")
 
 
 def check(args: argparse.Namespace) -> int:
+    local = read_local_files()
     if args.verbose:  # before load_settings applies the files: then everything is in the environment
-        local = read_local_files()
         for name in SETTINGS:
             print(f"{name:<24} {local.source(name, os.environ) or 'default'}")
     try:
-        settings = load_settings(local_settings_json=True)
+        settings = load_settings(local=local)
     except SettingsError as error:
         problems = list(error.problems)
     else:
@@ -95,15 +95,12 @@ def serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, handlers=[logs.stderr_handler()], force=True)
     # Now, not only when the settings are validated: the demo and the worker count read them first.
-    read_local_files().apply(os.environ)
+    local = read_local_files()
+    local.apply(os.environ)
     if args.public_url is not None and not args.demo:
         log.error("--public-url is for --demo; otherwise set ALLOWED_ORIGINS to the page's origin")
         return 1
-    if args.demo:
-        args.workers = 1  # the emulator runs in this process
-    elif args.workers is None:
-        shared = os.environ.get("RATE_LIMIT_STORAGE", "").strip().startswith(("redis://", "rediss://"))
-        args.workers = (os.cpu_count() or 1) if shared else 1
+    args.workers = _workers(args)
     try:
         groups = server.listeners(args.host, args.port, args.workers)
     except OSError as error:
@@ -129,7 +126,7 @@ def serve(args: argparse.Namespace) -> int:
             return 1
         demo = start_demo(page_host, port, args.public_url)
     try:
-        settings = load_settings(local_settings_json=True)
+        settings = load_settings(local=local)
     except SettingsError as error:
         for problem in error.problems:
             log.error("Invalid setting %s", problem)
@@ -163,6 +160,16 @@ def serve(args: argparse.Namespace) -> int:
         if demo is not None:
             demo.stop()
     return 0
+
+
+def _workers(args: argparse.Namespace) -> int:
+    """As asked; else one per CPU where the rate limits are shared in Redis, one where they are not."""
+    if args.demo:
+        return 1  # the emulator runs in this process
+    if args.workers is not None:
+        return int(args.workers)
+    shared = os.environ.get("RATE_LIMIT_STORAGE", "").strip().startswith(("redis://", "rediss://"))
+    return (os.cpu_count() or 1) if shared else 1
 
 
 def _warn_about(settings: Settings, workers: int) -> None:

@@ -15,12 +15,15 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
 from tokens.origins import OriginPattern, parse_pattern
 from tokens.ratelimit import Limit, parse_limits
 from tokens.text import has_control
+
+if TYPE_CHECKING:  # localfiles imports this module
+    from tokens.localfiles import LocalFiles
 
 DIRECT_LINE_PATH = "/v3/directline"
 DEFAULT_ENDPOINT = "https://directline.botframework.com" + DIRECT_LINE_PATH
@@ -143,15 +146,17 @@ def _read(setting: Setting, raw: str) -> tuple[Any, str | None]:
     return value, None if value is not None else setting.expected
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, local_settings_json: bool = False) -> Settings:
-    """Validate `environ`; by default the process's environment, after applying the values of .env
-    (and, for the command line, of local.settings.json) that it does not set already (see
-    tokens/localfiles.py). Inside the Functions host, Core Tools has applied local.settings.json."""
+def load_settings(environ: Mapping[str, str] | None = None, *, local: LocalFiles | None = None) -> Settings:
+    """Validate `environ`; by default the process's environment, after applying the values of the
+    local files that it does not set already (see tokens/localfiles.py): `local` as the command line
+    read them (local.settings.json and .env), else .env alone, read now, as inside the Functions
+    host, where Core Tools has applied local.settings.json."""
     if environ is not None:
         return Settings.from_env(environ)
-    from tokens.localfiles import read_local_files
+    if local is None:
+        from tokens.localfiles import read_local_files
 
-    local = read_local_files(local_settings_json=local_settings_json)
+        local = read_local_files(local_settings_json=False)
     local.apply(os.environ)
     try:
         settings = Settings.from_env(os.environ)
