@@ -13,6 +13,17 @@ from demo.emulator import PATH_PREFIX, DirectLineEmulator, RunningEmulator, star
 from demo.gateway import BrowserGateway
 
 
+@dataclass(frozen=True)
+class Variant:
+    """How the emulator behaves, as the Direct Line variants users meet (`serve --demo-*` options):
+    Enhanced authentication on, a regional bot asked through the wrong host, a token lifetime
+    (3600 s as Copilot Studio's, or a few seconds to watch expiry and resuming)."""
+
+    enhanced_auth: bool = False
+    wrong_region: bool = False
+    token_ttl: int | None = None  # None: DEMO_TOKEN_TTL, else Direct Line's 1800
+
+
 @dataclass
 class Demo:
     page_url: str  # where the page is opened: on this machine, or the forwarded --public-url
@@ -27,14 +38,23 @@ class Demo:
         self.emulator.stop()
 
 
-def start_demo(page_host: str, port: int, public_origin: str | None = None) -> Demo:
+def start_demo(
+    page_host: str, port: int, public_origin: str | None = None, variant: Variant = Variant()
+) -> Demo:
     """Start the emulator on a loopback port of its own (so that the service's calls to it never
     wait for the service's own threads), point the settings at it with a fresh secret, and allow the
     sample page's origins. `page_host` is where the page will be opened on this machine;
     `public_origin` is the origin that forwards to `port` (a dev container's or Codespaces' forwarded
     port), when the page is opened there instead."""
     secret = "demo-" + secrets.token_urlsafe(24)
-    emulator = start_emulator(DirectLineEmulator(secret, token_ttl=_token_ttl()))
+    emulator = start_emulator(
+        DirectLineEmulator(
+            secret,
+            enhanced_auth=variant.enhanced_auth,
+            wrong_region=variant.wrong_region,
+            token_ttl=variant.token_ttl or _token_ttl(),
+        )
+    )
     os.environ["DIRECT_LINE_SECRET"] = secret
     os.environ["DIRECT_LINE_ENDPOINT"] = emulator.endpoint
     page_origins = [f"http://{page_host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}"]

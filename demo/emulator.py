@@ -20,6 +20,18 @@ token service and Bot Framework Web Chat (with `webSocket: false`, that is polli
 
 Credentials travel as `Authorization: Bearer ...`; the secret is compared in constant time.
 
+The variants users meet, as options (each modelled on Direct Line's public record; tests/fakes.py
+cites the sources):
+
+- `secondary`: the site's other secret key; either key mints and reconnects.
+- `enhanced_auth`: *Enhanced authentication options* on: a reconnect made with a secret is `400
+  {"error": {"code": "MissingProperty", "message": "Missing user ID"}}`; one made with the
+  conversation's token still works.
+- `wrong_region`: the bot is regional (Europe) and is asked through another region's host: every
+  call is `403 {"error": {"code": "RegionNotAllowed", ...}}`.
+- `token_ttl`: the tokens' lifetime; 1800 s as in Direct Line's documented examples, 3600 s as
+  Copilot Studio agents' tokens, or a few seconds to watch expiry and resuming.
+
 Tokens are HS256 JWTs signed with a key derived from the secret, with the claims `conv`, `user`,
 `iat`, `exp` (and `name` when known). As in Direct Line, a bad or missing credential, an expired
 token, or a token of another conversation is `403`; an unknown conversation is `404`; errors are
@@ -88,6 +100,11 @@ WELCOME_TEXT: Final = (
     "Say something and I will repeat it."
 )
 _ISSUER: Final = "directline-emulator"
+_REGION_NOT_ALLOWED: Final = (
+    "The request received in unitedkingdom but target regional bot belongs to europe. Please check "
+    "BaseURI https://docs.microsoft.com/azure/bot-service/rest-api/"
+    "bot-framework-rest-direct-line-3-0-api-reference#base-uri."
+)
 _TOKEN_KEY_LABEL: Final = b"directline-emulator/token-signing/v1"
 _ALLOWED_HEADERS: Final = "Authorization, Content-Type, Accept, x-ms-bot-agent, x-requested-with"
 _HEADER_LIST = re.compile(r"^[A-Za-z0-9-]+(\s*,\s*[A-Za-z0-9-]+)*$")
@@ -176,6 +193,9 @@ class DirectLineEmulator:
         self,
         secret: str,
         *,
+        secondary: str | None = None,
+        enhanced_auth: bool = False,
+        wrong_region: bool = False,
         token_ttl: int = 1800,
         clock: Callable[[], float] = time.time,
         max_conversations: int = 1000,
@@ -186,7 +206,9 @@ class DirectLineEmulator:
             raise ValueError("the emulator needs a non-empty secret")
         if token_ttl <= 0 or max_conversations <= 0 or max_activities <= 0:
             raise ValueError("token_ttl, max_conversations and max_activities must be positive")
-        self._secret = secret.encode("utf-8")
+        self._secrets = [key.encode("utf-8") for key in (secret, secondary) if key]
+        self._enhanced_auth = enhanced_auth
+        self._wrong_region = wrong_region
         self._key = derive_token_key(secret)
         self._token_ttl = token_ttl
         self._clock = clock
@@ -264,6 +286,8 @@ class DirectLineEmulator:
         if not path.startswith(PATH_PREFIX + "/"):
             raise EmulatorError(404, "NotFound", "No such Direct Line route.")
         route_path = path[len(PATH_PREFIX) :]
+        if self._wrong_region and method != "OPTIONS":
+            raise EmulatorError(403, "RegionNotAllowed", _REGION_NOT_ALLOWED)
         for pattern, name, handlers in self._routes:
             match = pattern.match(route_path)
             if match is None:
@@ -321,6 +345,9 @@ class DirectLineEmulator:
 
     def _reconnect(self, request: _Request) -> _Response:
         conversation_id = request.params["conversation_id"]
+        if self._enhanced_auth and self._is_secret(_bearer(request.authorization)):
+            # A secret carries no user id, and Enhanced authentication wants one.
+            raise EmulatorError(400, "MissingProperty", "Missing user ID")
         claims = self._authorize(request.authorization, conversation_id)
         _parse_watermark(request.query)  # validated like Direct Line, though polling replays anyway
         self._require_conversation(conversation_id)
@@ -406,7 +433,10 @@ class DirectLineEmulator:
     # ---- credentials -------------------------------------------------------------------------
 
     def _is_secret(self, credential: str) -> bool:
-        return hmac.compare_digest(credential.encode("utf-8"), self._secret)
+        given = credential.encode("utf-8")
+        # Every key compared, so that the time taken says nothing about which one matched.
+        matches = [hmac.compare_digest(given, key) for key in self._secrets]
+        return any(matches)
 
     def _require_secret(self, authorization: str | None) -> None:
         if not self._is_secret(_bearer(authorization)):

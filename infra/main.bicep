@@ -33,6 +33,10 @@ param location string
 @description('The bot\'s Direct Line secret. Written to Key Vault only; the app reads it through a Key Vault reference.')
 param directLineSecret string
 
+@secure()
+@description('DIRECT_LINE_SECRET_SECONDARY: optional, the Direct Line site\'s other secret key, tried only when Direct Line refuses the first, so either key can be regenerated without downtime (docs/deploy.md, Rotating the secret). Written to Key Vault only; empty leaves it unset.')
+param directLineSecretSecondary string = ''
+
 // ---------------------------------------------------------------------------------------------
 // Flex Consumption scale
 // ---------------------------------------------------------------------------------------------
@@ -133,8 +137,12 @@ param warmupSchedule string = '0 */5 * * * *'
 param auditClientIp string = 'truncated'
 
 @minValue(0)
-@description('CONVERSATION_TTL: seconds a conversationTicket stays valid; 0 turns resuming off.')
+@maxValue(1209600)
+@description('CONVERSATION_TTL: seconds a conversationTicket stays valid; 0 turns resuming off; at most 1209600 (14 days).')
 param conversationTtl int = 86400
+
+@description('DIRECT_LINE_ENHANCED_AUTH: true when the bot\'s Direct Line site has Enhanced authentication options on (Copilot Studio with secured access, for one): conversations cannot be resumed there, so no conversationTicket is issued.')
+param directLineEnhancedAuth bool = false
 
 @minValue(32)
 @maxValue(64)
@@ -195,6 +203,7 @@ var deploymentContainerName = 'app-package'
 // Secret names in Key Vault; the app settings below refer to them by name, without a version, so that
 // a new version is picked up (see docs/deploy.md, Rotating the secret).
 var directLineSecretName = 'direct-line-secret'
+var directLineSecretSecondaryName = 'direct-line-secret-secondary'
 var userHandleKeySecretName = 'user-handle-key'
 var authJwtSecretName = 'auth-jwt-secret'
 var rateLimitStorageSecretName = 'rate-limit-storage'
@@ -248,6 +257,8 @@ module vault 'modules/keyvault.bicep' = {
     softDeleteRetentionInDays: keyVaultSoftDeleteRetentionDays
     directLineSecretName: directLineSecretName
     directLineSecret: directLineSecret
+    directLineSecretSecondaryName: directLineSecretSecondaryName
+    directLineSecretSecondary: directLineSecretSecondary
     userHandleKeySecretName: userHandleKeySecretName
     userHandleKey: userHandleKey
     authJwtSecretName: authJwtSecretName
@@ -298,6 +309,7 @@ var specSettings = {
   WARMUP_SCHEDULE: warmupSchedule
   AUDIT_CLIENT_IP: auditClientIp
   CONVERSATION_TTL: string(conversationTtl)
+  DIRECT_LINE_ENHANCED_AUTH: string(directLineEnhancedAuth)
   RATE_LIMIT_IPV6_PREFIX: string(rateLimitIpv6Prefix)
   // WARMUP_URL stays unset: the app derives https://$WEBSITE_HOSTNAME/api/health, which is right.
 }
@@ -316,6 +328,9 @@ var jwtSettings = union(
   }
 )
 var optionalSecretSettings = union(
+  empty(directLineSecretSecondary) ? {} : {
+    DIRECT_LINE_SECRET_SECONDARY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${directLineSecretSecondaryName})'
+  },
   empty(userHandleKey) ? {} : {
     USER_HANDLE_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${userHandleKeySecretName})'
   },

@@ -4,7 +4,20 @@ moves by hand.
 
 Each test queues what the next calls should meet (a status, a hang, a reset, a huge body...); with
 nothing queued the fake answers like Direct Line does, after `delay` seconds: `tokens/generate` needs
-the secret, `tokens/refresh` any bearer. Every request it receives is recorded (unless told not to).
+one of the site's keys, `tokens/refresh` any bearer. Every request it receives is recorded (unless
+told not to).
+
+The variants users meet, as attributes a test sets, each modelled on Direct Line's public record:
+- `keys`: the site's secret keys (every site has two, for swapping). A key not in it is `403`.
+- `enhanced_auth`: *Enhanced authentication options* on: a reconnect made with a key is `400
+  {"error": {"code": "MissingProperty", "message": "Missing user ID"}}` (the reconnect page of the
+  Direct Line 3.0 docs; MicrosoftDocs/bot-docs #412 and #679; BotFramework-DirectLineJS #191).
+- `region_not_allowed`: a regional bot (Europe) asked through another region's host: every call is
+  `403 {"error": {"code": "RegionNotAllowed", "message": "The request received in unitedkingdom but
+  target regional bot belongs to europe. ..."}}` (CopilotStudioSamples #328, BotFramework-DirectLineJS
+  #434; the Base URI section of the Direct Line 3.0 API reference).
+- `token_ttl`: the tokens' `expires_in`: 1800 in Direct Line's documented examples, 3600 for
+  Copilot Studio agents.
 
 The benchmarks run it as a process of its own, over TLS, so that its work never competes with the
 measured app for a GIL: `python -m tests.fakes --tls-dir DIR --delay-ms 20` (see `running_fake`).
@@ -37,6 +50,13 @@ from tests.certs import CertFiles
 from tests.served import ROOT, free_port, stop_process
 
 SECRET = "fake-directline-secret-7Qm2xZ9vRb"
+# Direct Line's own words, as its users reported them (see the module docstring).
+MISSING_USER_ID_BODY = b'{"error":{"code":"MissingProperty","message":"Missing user ID"}}'
+REGION_NOT_ALLOWED_BODY = (
+    b'{"error":{"code":"RegionNotAllowed","message":"The request received in unitedkingdom but target '
+    b'regional bot belongs to europe. Please check BaseURI https://docs.microsoft.com/azure/bot-service/'
+    b'rest-api/bot-framework-rest-direct-line-3-0-api-reference#base-uri."}}'
+)
 
 
 @dataclass
@@ -139,6 +159,10 @@ class FakeDirectLine:
     ) -> None:
         self.requests: list[Recorded] = []
         self.secret = secret
+        self.keys: set[str] = {secret}
+        self.enhanced_auth = False
+        self.region_not_allowed = False
+        self.token_ttl = 1800
         self.delay = delay  # seconds before every answer
         self._record = record
         self._token_padding = token_padding
@@ -240,14 +264,19 @@ class FakeDirectLine:
         self._send(handler, behaviour.status, behaviour.headers, payload)
 
     def _answer(self, handler: BaseHTTPRequestHandler, recorded: Recorded) -> None:
-        """As Direct Line: a token for the secret (generate, a new conversation), for any bearer
-        (refresh), or for the secret and a conversation it opened (reconnect, with a streamUrl)."""
-        with_secret = recorded.headers.get("Authorization") == f"Bearer {self.secret}"
+        """As Direct Line: a token for a key (generate, a new conversation), for any bearer
+        (refresh), or for a key and a conversation it opened (reconnect, with a streamUrl)."""
+        scheme, _, credential = recorded.headers.get("Authorization", "").partition(" ")
+        with_secret = scheme == "Bearer" and credential in self.keys
         path = recorded.path.removeprefix("/v3/directline/")
-        if handler.command == "GET" and path.startswith("conversations/"):
+        if self.region_not_allowed:
+            self._send(handler, 403, {}, REGION_NOT_ALLOWED_BODY)
+        elif handler.command == "GET" and path.startswith("conversations/"):
             conversation = path.removeprefix("conversations/").partition("?")[0]
             if not with_secret:
                 self._send(handler, 403, {}, b'{"error":{"code":"BadArgument"}}')
+            elif self.enhanced_auth:
+                self._send(handler, 400, {}, MISSING_USER_ID_BODY)
             elif conversation not in self.conversations:
                 self._send(handler, 404, {}, b'{"error":{"code":"NotFound"}}')
             else:
@@ -269,7 +298,7 @@ class FakeDirectLine:
         return {
             "conversationId": conversation,
             "token": f"dl-token-{n}-{'x' * self._token_padding}",
-            "expires_in": 1800,
+            "expires_in": self.token_ttl,
             "extraField": "passed through",
         }
 

@@ -31,6 +31,11 @@ def test_record_has_exactly_the_spec_fields() -> None:
     }
 
 
+def test_a_call_served_by_the_second_key_says_so_and_others_keep_the_spec_fields() -> None:
+    assert _record(by_secondary=True)["secretSlot"] == "secondary"
+    assert "secretSlot" not in _record(by_secondary=False)
+
+
 def test_outcome_follows_the_status() -> None:
     assert [outcome_for(s) for s in (200, 204, 400, 429, 500, 504)] == [
         "issued", "issued", "denied", "denied", "failed", "failed",

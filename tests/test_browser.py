@@ -231,6 +231,15 @@ def short_demo(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> It
         yield app
 
 
+@pytest.fixture(scope="module")
+def enhanced_demo(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]:
+    """`serve --demo --demo-enhanced-auth`: the Direct Line site refuses the secret a reconnect, and
+    the setting does not say so (DIRECT_LINE_ENHANCED_AUTH is false): every resume is 409."""
+    env = {"DEMO_TOKEN_TTL": str(SHORT_TTL), "RATE_LIMIT": "1000/minute"}
+    with served(env, tmp_path_factory.mktemp("enhanced"), demo=True, args=["--demo-enhanced-auth"]) as app:
+        yield app
+
+
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
     """A fresh profile per test: empty storage, no cookies."""
@@ -520,6 +529,33 @@ def test_an_expired_token_is_resumed_after_a_reload_with_the_earlier_messages(
     assert calls_for(short_demo, before["conversationId"]) == [
         ("directline.token", "issued"),
         ("directline.resume", "issued"),
+    ]
+
+
+def test_under_enhanced_authentication_an_expired_token_starts_a_new_conversation_for_the_same_user(
+    enhanced_demo: ServedApp, routed: Routed
+) -> None:
+    page = routed.page
+    page.goto(f"{enhanced_demo.base_url}/")
+    wait_connected(page)
+    chat(page, "before the laptop slept")
+    before = stored_conversation(page)
+
+    page.goto("about:blank")
+    page.wait_for_timeout((SHORT_TTL + 1) * 1000)
+    page.goto(f"{enhanced_demo.base_url}/")
+
+    wait_connected(page)  # a new conversation, not an error box
+    chat(page, "after waking up")
+    after = stored_conversation(page)
+    assert after["conversationId"] != before["conversationId"]
+    assert token_user(after["token"]) == token_user(before["token"])
+    assert calls_for(enhanced_demo, before["conversationId"]) == [
+        ("directline.token", "issued"),
+        ("directline.resume", "denied"),
+    ]
+    assert [r["reason"] for r in enhanced_demo.audit_records() if r["event"] == "directline.resume"] == [
+        "resume_unavailable"
     ]
 
 

@@ -246,3 +246,90 @@ def test_serve_refuses_more_connections_than_its_event_loop_can_watch(tmp_path: 
     )
     assert done.returncode == 2
     assert "--max-connections: must be at most 100000" in done.stderr
+
+
+# -- check --live against the variants users meet ------------------------------------------------------
+
+SECONDARY = "cli-second-key-Qp37-must-not-print"
+
+
+def _live_env(fake: FakeDirectLine, **extra: str) -> dict[str, str]:
+    return {"DIRECT_LINE_SECRET": FAKE_SECRET, "DIRECT_LINE_ENDPOINT": fake.base_url, "ALLOWED_ORIGINS": ORIGINS, **extra}
+
+
+def test_live_reconnects_to_its_conversation_and_says_resuming_works(fake: FakeDirectLine, tmp_path: Path) -> None:
+    result = _check(_live_env(fake), tmp_path, "--live")
+    assert result.returncode == 0, result.stderr
+    assert "ok: resuming works" in result.stdout
+    reconnect = fake.requests[-1]
+    assert reconnect.path.startswith("/v3/directline/conversations/")
+    assert reconnect.headers["Authorization"] == f"Bearer {FAKE_SECRET}"
+
+
+def test_live_under_enhanced_authentication_says_to_set_the_setting(fake: FakeDirectLine, tmp_path: Path) -> None:
+    fake.enhanced_auth = True
+    result = _check(_live_env(fake), tmp_path, "--live")
+    assert result.returncode == 1
+    assert "ok:" in result.stdout  # the token itself was minted
+    assert result.stderr.startswith("resume_unavailable:")
+    assert "DIRECT_LINE_ENHANCED_AUTH=true" in result.stderr
+    assert "Missing user ID" not in result.stdout + result.stderr
+
+
+def test_live_under_enhanced_authentication_with_the_setting_on_is_content(
+    fake: FakeDirectLine, tmp_path: Path
+) -> None:
+    fake.enhanced_auth = True
+    result = _check(_live_env(fake, DIRECT_LINE_ENHANCED_AUTH="true"), tmp_path, "--live")
+    assert result.returncode == 0, result.stderr
+    assert "as DIRECT_LINE_ENHANCED_AUTH=true says" in result.stdout
+
+
+def test_live_notes_a_site_that_could_resume_although_the_setting_says_it_cannot(
+    fake: FakeDirectLine, tmp_path: Path
+) -> None:
+    result = _check(_live_env(fake, DIRECT_LINE_ENHANCED_AUTH="true"), tmp_path, "--live")
+    assert result.returncode == 0, result.stderr
+    assert "note: resuming works" in result.stdout
+
+
+def test_live_reports_region_not_allowed_as_a_region_mismatch_with_the_hosts_to_try(
+    fake: FakeDirectLine, tmp_path: Path
+) -> None:
+    fake.region_not_allowed = True
+    result = _check(_live_env(fake), tmp_path, "--live")
+    assert result.returncode == 1
+    assert result.stderr.startswith("upstream_error: region mismatch")
+    for host in ("https://directline.botframework.com", "https://europe.directline.botframework.com",
+                 "https://india.directline.botframework.com"):
+        assert host + "/v3/directline" in result.stderr
+    assert "unitedkingdom" not in result.stdout + result.stderr
+    assert len(fake.requests) == 1  # nothing to reconnect to
+
+
+def test_live_mints_with_the_second_key_too(fake: FakeDirectLine, tmp_path: Path) -> None:
+    fake.keys = {FAKE_SECRET, SECONDARY}
+    result = _check(_live_env(fake, DIRECT_LINE_SECRET_SECONDARY=SECONDARY), tmp_path, "--live")
+    assert result.returncode == 0, result.stderr
+    assert "with DIRECT_LINE_SECRET_SECONDARY" in result.stdout
+    generates = [r.headers["Authorization"] for r in fake.requests if r.path.endswith("/tokens/generate")]
+    assert generates == [f"Bearer {FAKE_SECRET}", f"Bearer {SECONDARY}"]
+    assert SECONDARY not in result.stdout + result.stderr
+
+
+def test_live_names_a_refused_second_key(fake: FakeDirectLine, tmp_path: Path) -> None:
+    result = _check(_live_env(fake, DIRECT_LINE_SECRET_SECONDARY=SECONDARY), tmp_path, "--live")
+    assert result.returncode == 1
+    assert result.stderr.startswith("upstream_error: Direct Line refused DIRECT_LINE_SECRET_SECONDARY")
+    assert SECONDARY not in result.stdout + result.stderr
+
+
+def test_a_copilot_studio_token_url_as_endpoint_says_what_to_use_instead(tmp_path: Path) -> None:
+    url = (
+        "https://contoso.eu.environment.api.powerplatform.com/powervirtualagents/botsbyschema/cr123_agent/"
+        "directline/token?api-version=2022-03-01-preview"
+    )
+    result = _check({"DIRECT_LINE_SECRET": SECRET, "DIRECT_LINE_ENDPOINT": url, "ALLOWED_ORIGINS": ORIGINS}, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("DIRECT_LINE_ENDPOINT: is a Copilot Studio token endpoint")
+    assert "Web channel security" in result.stderr

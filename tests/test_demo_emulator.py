@@ -500,3 +500,53 @@ def test_an_injected_fault_answers_once_and_is_counted(emulator: DirectLineEmula
     assert failed.headers["Retry-After"] == "7"
     assert client.call("POST", "/tokens/generate", SECRET, {}).status_code == 200
     assert emulator.call_count("generate") == 2
+
+
+# ---- the variants users meet ---------------------------------------------------------------------
+
+
+def test_the_sites_second_key_mints_and_reconnects_like_the_first(start: StartedEmulator) -> None:
+    _, client = start(secondary=OTHER_SECRET)
+    minted = client.call("POST", "/tokens/generate", OTHER_SECRET, {"user": {"id": "dl_ann"}})
+    assert minted.status_code == 200
+    conversation = minted.json()["conversationId"]
+    assert client.call("GET", f"/conversations/{conversation}", OTHER_SECRET).status_code == 200
+
+
+def test_without_a_second_key_another_secret_is_refused(client: Client) -> None:
+    assert_error(client.call("POST", "/tokens/generate", OTHER_SECRET, {}), 403)
+
+
+def test_under_enhanced_authentication_the_secret_may_not_reconnect(start: StartedEmulator) -> None:
+    """MicrosoftDocs/bot-docs #412: `400 {"error": {"code": "MissingProperty", "message": "Missing user ID"}}`."""
+    _, client = start(enhanced_auth=True)
+    conversation = client.generate()
+    refused = client.call("GET", f"/conversations/{conversation['conversationId']}", SECRET)
+    assert assert_error(refused, 400) == {"code": "MissingProperty", "message": "Missing user ID"}
+
+
+def test_under_enhanced_authentication_the_conversations_own_token_still_reconnects(start: StartedEmulator) -> None:
+    _, client = start(enhanced_auth=True)
+    conversation = client.generate()
+    path = f"/conversations/{conversation['conversationId']}"
+    assert client.call("GET", path, conversation["token"]).status_code == 200
+
+
+def test_a_regional_bot_asked_through_another_host_is_403_region_not_allowed(start: StartedEmulator) -> None:
+    """CopilotStudioSamples #328, BotFramework-DirectLineJS #434."""
+    _, client = start(wrong_region=True)
+    error = assert_error(client.call("POST", "/tokens/generate", SECRET, {}), 403)
+    assert error["code"] == "RegionNotAllowed"
+    assert "belongs to europe" in error["message"]
+
+
+def test_copilot_studios_tokens_live_an_hour(clock: FakeClock) -> None:
+    running = start_emulator(DirectLineEmulator(SECRET, token_ttl=3600, clock=clock))
+    try:
+        answer = requests.post(
+            running.endpoint + "/tokens/generate", headers={"Authorization": f"Bearer {SECRET}"}, timeout=TIMEOUT
+        ).json()
+    finally:
+        running.stop()
+    assert answer["expires_in"] == 3600
+    assert claims_of(answer["token"])["exp"] - claims_of(answer["token"])["iat"] == 3600

@@ -17,7 +17,14 @@ from tests.fakes import SECRET, Behaviour, FakeClock, FakeDirectLine, refused_ur
 from tokens import trust
 from tokens.breaker import Breaker
 from tokens.directline import DirectLineClient, new_session
-from tokens.errors import UpstreamUnavailable
+from tokens.errors import (
+    ResumeUnavailable,
+    SecretRefused,
+    ServiceError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    WrongRegion,
+)
 from tokens.service import TokenService
 
 UPSTREAM_SECRET_BODY = b'{"error":{"code":"BadArgument","message":"internal detail 9f8e7d"}}'
@@ -198,9 +205,9 @@ def test_tls_to_direct_line_is_verified_against_the_configured_bundle_once_per_p
     try:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certs.ca_bundle))
         client = DirectLineClient(upstream.base_url, SECRET, 5.0, session=new_session(upstream.base_url, 2))
-        first = client.generate({"id": "dl_a"}, [])
+        first = client.generate({"id": "dl_a"}, []).answer
         client.session.close()  # the next call opens a new connection: verified with the same store
-        assert client.generate({"id": "dl_b"}, [])["token"] != first["token"]
+        assert client.generate({"id": "dl_b"}, []).answer["token"] != first["token"]
         assert trust.context() is trust.context()
         monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # certifi's roots do not know the fake's certificate
         stranger = DirectLineClient(upstream.base_url, SECRET, 5.0, session=new_session(upstream.base_url, 2))
@@ -246,3 +253,99 @@ def test_answers_that_show_direct_line_is_up_never_open_the_breaker(
     assert [service.issue_token(token_request()).status for _ in range(8)] == [503] * 8
     assert len(fake.requests) == 8
     assert service.client.breaker.available
+
+
+# -- the variants users meet: two keys, regions, Enhanced authentication ------------------------------
+
+SECONDARY = "fake-directline-secret-key2-Wq4uPz8s"
+
+
+def _client(fake: FakeDirectLine, clock: FakeClock | None = None, secondary: str | None = SECONDARY) -> DirectLineClient:
+    return DirectLineClient(fake.base_url, SECRET, 2.0, secondary=secondary, clock=clock or time.monotonic)
+
+
+def test_a_refused_first_key_and_a_served_second_never_open_the_breaker(fake: FakeDirectLine) -> None:
+    fake.keys = {SECONDARY}
+    client = _client(fake)
+    minted = [client.generate({"id": "dl_a"}, []) for _ in range(8)]
+    assert all(answer.by_secondary for answer in minted)
+    assert client.breaker.available
+    assert len(fake.requests) == 16  # each call: the first key refused, then the second
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_the_second_key_is_tried_on_a_refusal_of_either_kind(status: int, fake: FakeDirectLine) -> None:
+    fake.keys = {SECRET, SECONDARY}
+    fake.then_status(status, UPSTREAM_SECRET_BODY)
+    assert _client(fake).generate({"id": "dl_a"}, []).by_secondary
+
+
+@pytest.mark.parametrize("status", [400, 404, 429, 500, 503])
+def test_the_second_key_is_not_tried_when_direct_line_did_not_refuse_the_first(status: int, fake: FakeDirectLine) -> None:
+    fake.fail_where(lambda recorded: Behaviour("status", status, body=UPSTREAM_SECRET_BODY))
+    with pytest.raises(ServiceError):
+        _client(fake).generate({"id": "dl_a"}, [])
+    assert {recorded.headers["Authorization"] for recorded in fake.requests} == {f"Bearer {SECRET}"}
+
+
+def test_both_keys_share_one_deadline(fake: FakeDirectLine) -> None:
+    fake.then_status(403)
+    fake.then_hang(5)
+    client = DirectLineClient(fake.base_url, SECRET, 0.5, secondary=SECONDARY)
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        client.generate({"id": "dl_a"}, [])
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_refused_first_key_is_logged_once_a_minute_without_either_key(
+    fake: FakeDirectLine, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.keys = {SECONDARY}
+    clock = FakeClock()
+    client = _client(fake, clock)
+    for _ in range(3):
+        client.generate({"id": "dl_a"}, [])
+    clock.advance(60)
+    client.generate({"id": "dl_a"}, [])
+    notices = [r.getMessage() for r in caplog.records if "DIRECT_LINE_SECRET_SECONDARY is tried" in r.getMessage()]
+    assert len(notices) == 2
+    assert SECRET not in caplog.text and SECONDARY not in caplog.text
+
+
+def test_region_not_allowed_is_a_wrong_region_logged_once_a_minute_in_the_services_words(
+    fake: FakeDirectLine, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.region_not_allowed = True
+    clock = FakeClock()
+    client = _client(fake, clock)
+    for _ in range(3):
+        with pytest.raises(WrongRegion) as refused:
+            client.generate({"id": "dl_a"}, [])
+    assert refused.value.status == 502 and refused.value.code == "upstream_error"
+    lines = [r.getMessage() for r in caplog.records if "RegionNotAllowed" in r.getMessage()]
+    assert len(lines) == 1
+    assert f"({fake.base_url})" in lines[0]
+    assert "europe.directline.botframework.com" in lines[0] and "india.directline.botframework.com" in lines[0]
+    assert "unitedkingdom" not in caplog.text and "unitedkingdom" not in refused.value.message
+    assert client.breaker.available
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b'{"error": "RegionNotAllowed"}', b'{"error": {"code": 7}}', b"[" * 100 + b"]" * 100],
+    ids=["empty", "not JSON", "code not in an object", "code not a string", "deep"],
+)
+def test_a_403_whose_body_says_nothing_usable_is_a_refused_key(body: bytes, fake: FakeDirectLine) -> None:
+    fake.then_status(403, body)
+    with pytest.raises(SecretRefused):
+        _client(fake, secondary=None).generate({"id": "dl_a"}, [])
+
+
+def test_a_reconnect_refused_with_400_is_resume_unavailable(fake: FakeDirectLine) -> None:
+    client = _client(fake)
+    conversation = client.generate({"id": "dl_a"}, []).answer["conversationId"]
+    fake.enhanced_auth = True
+    with pytest.raises(ResumeUnavailable):
+        client.reconnect(conversation)
+    assert client.breaker.available

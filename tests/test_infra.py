@@ -50,7 +50,7 @@ KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 SPEC_SETTINGS = set(SETTINGS)
 # Deliberately never set by the template (docs/deploy.md says why).
 LEFT_UNSET = {"WARMUP_URL"}
-SECRET_PARAMETERS = {"directLineSecret", "userHandleKey", "authJwtSecret"}
+SECRET_PARAMETERS = {"directLineSecret", "directLineSecretSecondary", "userHandleKey", "authJwtSecret"}
 
 # Run by the checkers' Python: prints {path: parsed JSON, or {"error": ...}} for .bicep and .yml files.
 _PARSE = """
@@ -367,11 +367,28 @@ def test_the_direct_line_secret_reaches_the_app_only_as_a_key_vault_reference(pa
 def test_optional_secrets_are_key_vault_references_too(parsed: dict[str, Any]) -> None:
     settings = _app_settings(parsed)
     for name, secret in (
+        ("DIRECT_LINE_SECRET_SECONDARY", "directLineSecretSecondaryName"),
         ("USER_HANDLE_KEY", "userHandleKeySecretName"),
         ("AUTH_JWT_SECRET", "authJwtSecretName"),
         ("RATE_LIMIT_STORAGE", "rateLimitStorageSecretName"),
     ):
         assert settings[name] == f"@Microsoft.KeyVault(VaultName=${{keyVaultName}};SecretName=${{{secret}}})"
+
+
+def test_the_second_direct_line_key_is_optional_and_kept_in_key_vault_like_the_first(
+    parsed: dict[str, Any],
+) -> None:
+    main = _bicep(parsed, "main.bicep")
+    assert _parameter(main, "directLineSecretSecondary")["default"] == ""
+    vault = _bicep(parsed, "modules/keyvault.bicep")
+    assert _resource(vault, "directLineSecondary")["properties"]["value"] == "directLineSecretSecondary"
+    assert _condition(vault, "resources", "directLineSecondary") is not None
+
+
+def test_enhanced_authentication_is_a_parameter_off_by_default(parsed: dict[str, Any]) -> None:
+    main = _bicep(parsed, "main.bicep")
+    assert _parameter(main, "directLineEnhancedAuth")["default"] is False
+    assert _app_settings(parsed)["DIRECT_LINE_ENHANCED_AUTH"]
 
 
 def test_host_storage_is_reached_with_the_identity_and_no_connection_string(parsed: dict[str, Any]) -> None:
@@ -538,6 +555,7 @@ def test_the_parameters_file_only_points_secrets_at_azd_variables() -> None:
     mapping = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
     assert {name: mapping[name]["value"] for name in SECRET_PARAMETERS} == {
         "directLineSecret": "${AZURE_DIRECT_LINE_SECRET}",
+        "directLineSecretSecondary": "${AZURE_DIRECT_LINE_SECRET_SECONDARY}",
         "userHandleKey": "${AZURE_USER_HANDLE_KEY}",
         "authJwtSecret": "${AZURE_AUTH_JWT_SECRET}",
     }
@@ -620,7 +638,9 @@ def test_deploy_hands_azd_every_variable_of_the_parameters_file(parsed: dict[str
     for name in wanted:
         source = "secrets" if name in provision["env"] else "vars"
         assert given[name] == f"${{{{ {source}.{name} }}}}"
-    assert set(provision["env"]) == {"AZURE_DIRECT_LINE_SECRET", "AZURE_USER_HANDLE_KEY", "AZURE_AUTH_JWT_SECRET"}
+    assert set(provision["env"]) == {
+        "AZURE_DIRECT_LINE_SECRET", "AZURE_DIRECT_LINE_SECRET_SECONDARY", "AZURE_USER_HANDLE_KEY", "AZURE_AUTH_JWT_SECRET"
+    }
 
 
 def test_every_action_is_pinned_to_a_full_commit_sha_with_its_release_tag() -> None:

@@ -205,6 +205,59 @@ def test_direct_line_refusing_the_secret_on_reconnect_is_502(service: TokenServi
     assert payload(resume(service, resume_body(answer)))["error"]["code"] == "upstream_error"
 
 
+# -- Enhanced authentication: the secret may not reconnect (MicrosoftDocs/bot-docs #412) -------------
+
+
+def enhanced_auth_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "DIRECT_LINE_ENHANCED_AUTH" in r.getMessage()]
+
+
+def test_a_reconnect_refused_with_400_is_409_resume_unavailable_not_an_upstream_error(
+    service: TokenService, fake: FakeDirectLine, audit: AuditLog
+) -> None:
+    answer = started(service)
+    fake.enhanced_auth = True
+    response = resume(service, resume_body(answer))
+    assert (response.status, payload(response)["error"]["code"]) == (409, "resume_unavailable")
+    assert "new conversation for the same user" in payload(response)["error"]["message"]
+    record = audit.records[-1]
+    assert (record["outcome"], record["reason"], record["userId"]) == ("denied", "resume_unavailable", answer["userId"])
+
+
+def test_the_operator_is_told_to_set_enhanced_auth_once_a_minute_not_once_a_request(
+    service: TokenService, fake: FakeDirectLine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    answer = started(service)
+    fake.enhanced_auth = True
+    for _ in range(3):
+        resume(service, resume_body(answer))
+    [line] = enhanced_auth_lines(caplog)
+    assert line.levelno == logging.ERROR
+    assert "Missing user ID" not in caplog.text  # Direct Line's own words stay out
+
+
+def test_with_enhanced_auth_set_the_answer_has_no_ticket_and_resume_is_409_at_once(
+    make_service: ServiceFactory, fake: FakeDirectLine, audit: AuditLog
+) -> None:
+    service = make_service(DIRECT_LINE_ENHANCED_AUTH="true")
+    answer = payload(service.issue_token(token_request({})))
+    assert "conversationTicket" not in answer
+    fake.requests.clear()
+    response = resume(service, {"userHandle": answer["userHandle"], "conversationTicket": "from-before"})
+    assert (response.status, payload(response)["error"]["code"]) == (409, "resume_unavailable")
+    assert fake.requests == []
+    assert audit.records[-1]["userId"] == answer["userId"]
+
+
+def test_with_enhanced_auth_set_an_unknown_caller_is_still_401_first(
+    make_service: ServiceFactory, fake: FakeDirectLine
+) -> None:
+    service = make_service(DIRECT_LINE_ENHANCED_AUTH="true")
+    response = resume(service, {"userHandle": "forged", "conversationTicket": "from-before"})
+    assert (response.status, payload(response)["error"]["code"]) == (401, "unauthorized")
+
+
 def test_with_resuming_turned_off_no_ticket_is_issued_and_none_is_accepted(make_service: ServiceFactory) -> None:
     on = make_service()
     answer = started(on)

@@ -156,3 +156,41 @@ def test_serve_on_every_ipv6_address_names_an_address_it_answers_on(tmp_path: Pa
         assert requests.get(f"{url}/api/health", timeout=10).status_code == 200
     finally:
         stop_process(process)
+
+
+# -- the demo's variants, for trying the page's behaviour by hand -------------------------------------
+
+
+def _resume(base_url: str, started: dict[str, str]) -> requests.Response:
+    body = {"userHandle": started["userHandle"], "conversationTicket": started["conversationTicket"]}
+    return requests.post(f"{base_url}/api/directline/resume", json=body, headers={"Origin": base_url}, timeout=10)
+
+
+def test_the_demo_plays_enhanced_authentication_resume_is_409(tmp_path: Path) -> None:
+    with served({}, tmp_path, demo=True, args=["--demo-enhanced-auth"]) as app:
+        started = _token(app.base_url, app.base_url).json()
+        resumed = _resume(app.base_url, started)
+        log = app.log_text()
+    assert (resumed.status_code, resumed.json()["error"]["code"]) == (409, "resume_unavailable")
+    assert "DIRECT_LINE_ENHANCED_AUTH=true" in log
+
+
+def test_the_demo_plays_a_regional_bot_asked_through_the_wrong_host(tmp_path: Path) -> None:
+    with served({}, tmp_path, demo=True, args=["--demo-wrong-region"]) as app:
+        refused = _token(app.base_url, app.base_url)
+        log = app.log_text()
+    assert (refused.status_code, refused.json()["error"]["code"]) == (502, "upstream_error")
+    assert "RegionNotAllowed" in log and "europe.directline.botframework.com" in log
+
+
+def test_the_demo_plays_copilot_studios_hour_long_tokens(tmp_path: Path) -> None:
+    with served({}, tmp_path, demo=True, args=["--demo-token-ttl", "3600"]) as app:
+        answer = _token(app.base_url, app.base_url).json()
+    assert answer["expires_in"] == 3600
+
+
+@pytest.mark.parametrize("option", [["--demo-enhanced-auth"], ["--demo-wrong-region"], ["--demo-token-ttl", "60"]])
+def test_a_demo_option_without_demo_is_refused(tmp_path: Path, option: list[str]) -> None:
+    done = _serve(tmp_path, "--port", "0", *option)
+    assert done.returncode == 1
+    assert f"{option[0]} is for --demo" in done.stderr

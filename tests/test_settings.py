@@ -241,9 +241,65 @@ def test_conversation_tickets_last_a_day_by_default_and_0_turns_resuming_off() -
     assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "CONVERSATION_TTL": "0"}).conversation_ttl == 0
 
 
-@pytest.mark.parametrize("value", ["-1", "59", "299", "2592001", "1.5", "day"])
+@pytest.mark.parametrize("value", ["-1", "59", "299", "1209601", "2592000", "1.5", "day"])
 def test_a_conversation_ttl_out_of_range_is_refused(value: str) -> None:
     assert set(_problems(CONVERSATION_TTL=value)) == {"CONVERSATION_TTL"}
+
+
+def test_tickets_may_last_14_days_not_longer_than_direct_line_remembers_an_idle_conversation() -> None:
+    """Direct Line forgets an idle conversation after 15-20 days (BotFramework-DirectLineJS #119,
+    BotFramework-WebChat #1084)."""
+    ttl = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "CONVERSATION_TTL": "1209600"}).conversation_ttl
+    assert ttl == 1_209_600
+    assert "14 days" in _problems(CONVERSATION_TTL="1209601")["CONVERSATION_TTL"]
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("TRUE", True), ("False", False), ("", False)])
+def test_enhanced_authentication_is_a_true_or_false_flag_off_by_default(text: str, value: bool) -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "DIRECT_LINE_ENHANCED_AUTH": text})
+    assert settings.direct_line_enhanced_auth is value
+
+
+@pytest.mark.parametrize("text", ["yes", "1", "on", "enabled"])
+def test_enhanced_authentication_is_refused_unless_true_or_false(text: str) -> None:
+    assert set(_problems(DIRECT_LINE_ENHANCED_AUTH=text)) == {"DIRECT_LINE_ENHANCED_AUTH"}
+
+
+def test_the_second_key_is_optional_and_never_in_repr() -> None:
+    assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET}).direct_line_secret_secondary is None
+    other = "the-sites-Other-key-9Zq"
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "DIRECT_LINE_SECRET_SECONDARY": other})
+    assert settings.direct_line_secret_secondary == other
+    assert other not in repr(settings)
+
+
+def test_the_second_key_may_not_be_the_first_again() -> None:
+    problems = _problems(DIRECT_LINE_SECRET_SECONDARY=SECRET)
+    assert set(problems) == {"DIRECT_LINE_SECRET_SECONDARY"}
+    assert "other secret key" in problems["DIRECT_LINE_SECRET_SECONDARY"]
+
+
+def test_a_placeholder_second_key_is_named() -> None:
+    assert set(_problems(DIRECT_LINE_SECRET_SECONDARY="<key 2>")) == {"DIRECT_LINE_SECRET_SECONDARY"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # Copilot Studio's token endpoint as its samples show it (microsoft/CopilotStudioSamples,
+        # ui/custom-ui/directline-js/config.sample.js), and the older bot-id form.
+        "https://contoso.eu.environment.api.powerplatform.com/powervirtualagents/botsbyschema/cr123_agent/"
+        "directline/token?api-version=2022-03-01-preview",
+        "https://b1020df7f348423f9bd67f8bb5112e.b3.environment.api.powerplatform.com/powervirtualagents/bots/"
+        "24068313-1111-2222-3333-444455556666/directline/token?api-version=2022-03-01-preview",
+        "https://contoso.eu.environment.api.powerplatform.com/powervirtualagents/regionalchannelsettings",
+    ],
+)
+def test_a_copilot_studio_token_url_is_named_with_what_to_use_instead(url: str) -> None:
+    message = _problems(DIRECT_LINE_ENDPOINT=url)["DIRECT_LINE_ENDPOINT"]
+    assert "Copilot Studio token endpoint" in message
+    assert "Require secured access" in message and "DIRECT_LINE_SECRET" in message
+    assert "https://europe.directline.botframework.com/v3/directline" in message
 
 
 def test_ipv6_callers_are_counted_by_their_64_by_default_and_a_wider_network_on_request() -> None:

@@ -60,11 +60,12 @@ def check(args: argparse.Namespace) -> int:
     print("Settings are valid.")
     if not args.live:
         return 0
-    from tokens.livecheck import mint_one_token
+    from tokens.livecheck import run_live_checks
 
-    outcome = mint_one_token(settings)
-    print(outcome.line, file=sys.stdout if outcome.ok else sys.stderr)
-    return 0 if outcome.ok else 1
+    outcomes = run_live_checks(settings)
+    for outcome in outcomes:
+        print(outcome.line, file=sys.stdout if outcome.ok else sys.stderr)
+    return 0 if all(outcome.ok for outcome in outcomes) else 1
 
 
 def _is_unspecified(host: str) -> bool:
@@ -97,8 +98,10 @@ def serve(args: argparse.Namespace) -> int:
     # Now, not only when the settings are validated: the demo and the worker count read them first.
     local = read_local_files()
     local.apply(os.environ)
-    if args.public_url is not None and not args.demo:
-        log.error("--public-url is for --demo; otherwise set ALLOWED_ORIGINS to the page's origin")
+    misplaced = None if args.demo else _demo_option_given(args)
+    if misplaced is not None:
+        hint = "; otherwise set ALLOWED_ORIGINS to the page's origin" if misplaced == "--public-url" else ""
+        log.error("%s is for --demo%s", misplaced, hint)
         return 1
     args.workers = _workers(args)
     try:
@@ -120,11 +123,12 @@ def serve(args: argparse.Namespace) -> int:
     demo = None
     if args.demo:
         try:
-            from demo import start_demo
+            from demo import Variant, start_demo
         except ImportError:
             log.error("--demo needs the demo/ folder of the repository next to tokens/")
             return 1
-        demo = start_demo(page_host, port, args.public_url)
+        variant = Variant(args.demo_enhanced_auth, args.demo_wrong_region, args.demo_token_ttl)
+        demo = start_demo(page_host, port, args.public_url, variant)
     try:
         settings = load_settings(local=local)
     except SettingsError as error:
@@ -205,6 +209,22 @@ def _seconds(text: str) -> float:
     return value
 
 
+_DEMO_OPTIONS = ("public_url", "demo_enhanced_auth", "demo_wrong_region", "demo_token_ttl")
+
+
+def _demo_option_given(args: argparse.Namespace) -> str | None:
+    """The first option given that only --demo takes, as written on the command line."""
+    given = [name for name in _DEMO_OPTIONS if getattr(args, name) not in (None, False)]
+    return "--" + given[0].replace("_", "-") if given else None
+
+
+def _token_lifetime(text: str) -> int:
+    value = _positive(text)
+    if value > 86_400:
+        raise argparse.ArgumentTypeError("must be at most 86400 seconds")
+    return value
+
+
 def _origin(text: str) -> str:
     """An exact http(s) origin, as a forwarded port's address is: no path, no wildcard."""
     from tokens.origins import parse_pattern
@@ -251,6 +271,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--public-url", type=_origin, metavar="URL",
         help="with --demo: the address that forwards to this port (a dev container's or Codespaces' "
         "forwarded port), where the page will be opened",
+    )
+    serve_parser.add_argument(
+        "--demo-enhanced-auth", action="store_true",
+        help="with --demo: the emulator plays a Direct Line site with Enhanced authentication options "
+        "on (the secret may not reconnect: resuming answers 409 resume_unavailable)",
+    )
+    serve_parser.add_argument(
+        "--demo-wrong-region", action="store_true",
+        help="with --demo: the emulator plays a regional bot asked through another region's host "
+        "(403 RegionNotAllowed: every token request fails with upstream_error)",
+    )
+    serve_parser.add_argument(
+        "--demo-token-ttl", type=_token_lifetime, metavar="SECONDS",
+        help="with --demo: the emulator's token lifetime: 1800 as Direct Line's (default, or "
+        "DEMO_TOKEN_TTL), 3600 as Copilot Studio's, or a few seconds to watch expiry and resuming",
     )
     serve_parser.set_defaults(run=serve)
     check_parser = commands.add_parser("check", help="validate the settings and list every problem")

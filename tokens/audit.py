@@ -43,7 +43,10 @@ def build_record(
     reason: str | None,
     duration_ms: float,
     invocation_id: str | None,
+    by_secondary: bool = False,
 ) -> dict[str, Any]:
+    """The record; `by_secondary` when DIRECT_LINE_SECRET_SECONDARY served the call, which adds
+    `"secretSlot": "secondary"` (left out otherwise, so the usual record keeps its shape)."""
     record: dict[str, Any] = {
         "event": event,
         "outcome": outcome_for(status),
@@ -57,6 +60,8 @@ def build_record(
         "durationMs": round(duration_ms, 1),
         "invocationId": invocation_id,
     }
+    if by_secondary:
+        record["secretSlot"] = "secondary"
     return {key: sanitize(value) if isinstance(value, str) else value for key, value in record.items()}
 
 

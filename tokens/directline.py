@@ -5,8 +5,14 @@ TLS connections. Every call has a deadline of `timeout` seconds, connect and rea
 connection failure or a 500/502/503 answer is retried once after a short jittered pause, only while
 the deadline allows; `Retry-After` is reported to the caller, never slept on.
 
+Calls made with the secret (generate, reconnect) try the site's other key, when one is set, only
+after Direct Line refused the first (401/403), so that either key can be regenerated without downtime;
+the answer says which key served.
+
 Every outcome leaves this module as a dict of Direct Line's own fields or as one of the errors in
-`tokens.errors`; nothing from `requests` leaks out, and Direct Line's error bodies are never read.
+`tokens.errors`; nothing from `requests` leaks out. Of Direct Line's error bodies only `error.code` is
+read, and only compared with the few codes that change what the operator must do
+(`RegionNotAllowed`); it is never logged nor passed on.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import requests
@@ -28,13 +34,18 @@ from tokens import strictjson, trust
 from tokens.breaker import Breaker
 from tokens.errors import (
     ConversationGone,
+    ResumeUnavailable,
+    SecretRefused,
     ServiceError,
     TokenExpired,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    WrongRegion,
 )
 from tokens.netio import AnswerTooLarge, DeadlinePassed, read_bounded
+from tokens.notices import Notice
+from tokens.settings import DIRECT_LINE_ENDPOINTS
 
 log = logging.getLogger("tokens.directline")
 
@@ -48,8 +59,23 @@ RETRYABLE_STATUSES = frozenset({500, 502, 503})
 REJECTED_REFRESH_STATUSES = frozenset({400, 401, 403, 404})
 USER_AGENT = "directline-token-service/0.1"
 JSON_CONTENT = {"Content-Type": "application/json"}
+MAX_ERROR_BYTES = 4096  # Direct Line's error bodies are one short object
+MAX_ERROR_DEPTH = 4
+# Statuses whose error body is read for its code, and the codes that matter (an allow-list: any
+# other code is as good as none).
+ERROR_CODE_STATUSES = frozenset({400, 401, 403})
+REGION_NOT_ALLOWED = "RegionNotAllowed"
+KNOWN_ERROR_CODES = frozenset({REGION_NOT_ALLOWED})
 
 JsonObject = dict[str, Any]
+OnRejected = Callable[[int, "str | None"], ServiceError]
+
+
+class Minted(NamedTuple):
+    """Direct Line's answer to a call made with a secret, and which of the site's keys it took."""
+
+    answer: JsonObject
+    by_secondary: bool  # DIRECT_LINE_SECRET_SECONDARY served it
 
 
 class _Retryable(Exception):
@@ -113,19 +139,22 @@ class DirectLineClient:
         secret: str,
         timeout: float,
         *,
+        secondary: str | None = None,
         session: requests.Session | None = None,
         breaker: Breaker | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self._secret = secret
+        self._secrets = [secret, secondary] if secondary else [secret]
         self.timeout = timeout
         self.session = session or new_session(self.endpoint)
         self.breaker = breaker or Breaker()
         self._templates: dict[str, requests.PreparedRequest] = {}
         self._clock = clock
         self._sleep = sleep
+        self._wrong_region = Notice(log, logging.ERROR, clock=clock)
+        self._primary_refused = Notice(log, logging.WARNING, clock=clock)
 
     def __repr__(self) -> str:
         return f"DirectLineClient(endpoint={self.endpoint!r}, timeout={self.timeout!r})"
@@ -145,54 +174,89 @@ class DirectLineClient:
     def close(self) -> None:
         self.session.close()
 
-    def generate(self, user: JsonObject, trusted_origins: list[str]) -> JsonObject:
+    def generate(self, user: JsonObject, trusted_origins: list[str]) -> Minted:
         """Mint a token with the secret; `user` is `{"id": "dl_…", "name"?: "…"}`."""
         body: JsonObject = {"user": user}
         if trusted_origins:
             body["trustedOrigins"] = trusted_origins
-        return self._call("tokens/generate", self._secret, body, _rejected_secret)
+        return self._call("POST", "tokens/generate", self._secrets, body, _rejected_secret)
 
     def refresh(self, token: str) -> JsonObject:
         """Refresh a caller's Direct Line token; the secret is not used."""
-        return self._call("tokens/refresh", token, None, _rejected_token)
+        return self._call("POST", "tokens/refresh", [token], None, _rejected_token).answer
 
-    def reconnect(self, conversation_id: str) -> JsonObject:
+    def reconnect(self, conversation_id: str) -> Minted:
         """A fresh token for an existing conversation, with the secret (Direct Line's documented
-        reconnect); ConversationGone when Direct Line no longer knows the conversation."""
+        reconnect); ConversationGone when Direct Line no longer knows the conversation,
+        ResumeUnavailable when it refuses the secret a reconnect (Enhanced authentication)."""
         path = f"conversations/{quote(conversation_id, safe='')}"
-        return self._call(path, self._secret, None, _rejected_reconnect, method="GET")
+        return self._call("GET", path, self._secrets, None, _rejected_reconnect)
 
     def _call(
         self,
+        method: str,
         path: str,
-        bearer: str,
+        credentials: list[str],
         body: JsonObject | None,
-        on_rejected: Callable[[int], ServiceError],
-        *,
-        method: str = "POST",
-    ) -> JsonObject:
+        on_rejected: OnRejected,
+    ) -> Minted:
+        """One call, with each credential in turn while Direct Line refuses the one before; the
+        breaker hears of the call once, whatever happened."""
         self.breaker.before_call()
-        request = self._template(method, path).copy()
-        request.headers["Authorization"] = f"Bearer {bearer}"
-        request.prepare_body(None if body is None else json.dumps(body).encode(), None)
+        deadline = self._clock() + self.timeout
         try:
-            answer = self._with_one_retry(request, path, on_rejected)
+            payload = None if body is None else json.dumps(body).encode()
+            minted = self._with_each_credential(
+                self._template(method, path), credentials, payload, on_rejected=on_rejected, deadline=deadline
+            )
         except _Retryable as failure:  # connection failures and 5xx, after the retry
             self.breaker.failed()
             raise failure.error from failure.__cause__
         except UpstreamTimeout:
             self.breaker.failed()
             raise
-        except ServiceError:  # Direct Line answered, if not as hoped: it is up
+        except ServiceError as error:  # Direct Line answered, if not as hoped: it is up
             self.breaker.succeeded()
+            if isinstance(error, WrongRegion):
+                self._wrong_region.write(
+                    "Direct Line answered RegionNotAllowed: the bot's Direct Line lives in another region "
+                    "than DIRECT_LINE_ENDPOINT (%s) serves. Set DIRECT_LINE_ENDPOINT to the endpoint of "
+                    "the bot's region: %s",
+                    self.endpoint,
+                    ", ".join(DIRECT_LINE_ENDPOINTS),
+                )
             raise
         self.breaker.succeeded()
-        return answer
+        return minted
+
+    def _with_each_credential(
+        self,
+        template: requests.PreparedRequest,
+        credentials: list[str],
+        payload: bytes | None,
+        *,
+        on_rejected: OnRejected,
+        deadline: float,
+    ) -> Minted:
+        last = len(credentials) - 1
+        for index, bearer in enumerate(credentials):
+            request = template.copy()
+            request.headers["Authorization"] = f"Bearer {bearer}"
+            request.prepare_body(payload, None)
+            try:
+                return Minted(self._with_one_retry(request, on_rejected, deadline), by_secondary=index > 0)
+            except SecretRefused:
+                if index == last:
+                    raise
+                self._primary_refused.write(
+                    "Direct Line refused DIRECT_LINE_SECRET; DIRECT_LINE_SECRET_SECONDARY is tried "
+                    "instead. If a key was regenerated, put the working key in DIRECT_LINE_SECRET"
+                )
+        raise AssertionError("no credentials")  # pragma: no cover
 
     def _with_one_retry(
-        self, request: requests.PreparedRequest, path: str, on_rejected: Callable[[int], ServiceError]
+        self, request: requests.PreparedRequest, on_rejected: OnRejected, deadline: float
     ) -> JsonObject:
-        deadline = self._clock() + self.timeout
         for attempt in (1, 2):
             try:
                 return self._attempt(request, on_rejected, deadline)
@@ -202,15 +266,15 @@ class DirectLineClient:
                 left = deadline - self._clock()
                 if attempt == 2 or left < pause + MIN_RETRY_BUDGET:
                     raise
-                log.warning("Direct Line call %s failed (%s); retrying once", path, failure.error.code)
+                log.warning(
+                    "Direct Line call %s %s failed (%s); retrying once",
+                    request.method, request.path_url, failure.error.code,
+                )
                 self._sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(
-        self,
-        request: requests.PreparedRequest,
-        on_rejected: Callable[[int], ServiceError],
-        deadline: float,
+        self, request: requests.PreparedRequest, on_rejected: OnRejected, deadline: float
     ) -> JsonObject:
         left = deadline - self._clock()
         if left <= 0:
@@ -236,10 +300,7 @@ class DirectLineClient:
             return self._read_answer(response, on_rejected, deadline)
 
     def _read_answer(
-        self,
-        response: requests.Response,
-        on_rejected: Callable[[int], ServiceError],
-        deadline: float,
+        self, response: requests.Response, on_rejected: OnRejected, deadline: float
     ) -> JsonObject:
         status = response.status_code
         if status == 429:
@@ -252,12 +313,27 @@ class DirectLineClient:
             )
             raise _Retryable(error)
         if status != 200:
-            raise on_rejected(status)
+            code = self._error_code(response, deadline) if status in ERROR_CODE_STATUSES else None
+            raise on_rejected(status, code)
         return _parse_token_answer(self._read_body(response, deadline))
 
-    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+    def _error_code(self, response: requests.Response, deadline: float) -> str | None:
+        """The refusal's `error.code` when it is one of KNOWN_ERROR_CODES; None for anything else,
+        an unreadable body included (the status alone then decides)."""
         try:
-            return read_bounded(response, MAX_RESPONSE_BYTES, deadline, self._clock)
+            raw = self._read_body(response, deadline, MAX_ERROR_BYTES)
+            answer = strictjson.loads(raw, max_depth=MAX_ERROR_DEPTH)
+        except (ServiceError, _Retryable, strictjson.NotStrictJson):
+            return None
+        error = answer.get("error") if isinstance(answer, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        return code if code in KNOWN_ERROR_CODES else None
+
+    def _read_body(
+        self, response: requests.Response, deadline: float, limit: int = MAX_RESPONSE_BYTES
+    ) -> bytes:
+        try:
+            return read_bounded(response, limit, deadline, self._clock)
         except AnswerTooLarge:
             raise UpstreamError("Direct Line's answer was too large to be a token.") from None
         except DeadlinePassed:
@@ -272,20 +348,25 @@ def _unavailable(retry_after: str | None) -> UpstreamUnavailable:
     return UpstreamUnavailable(retry_after=parse_retry_after(retry_after))
 
 
-def _rejected_secret(status: int) -> ServiceError:
-    return UpstreamError(
+def _rejected_secret(status: int, code: str | None) -> ServiceError:
+    if code == REGION_NOT_ALLOWED:
+        return WrongRegion()
+    message = (
         f"Direct Line refused the token request (HTTP {status}); check DIRECT_LINE_SECRET "
         "and DIRECT_LINE_ENDPOINT."
     )
+    return SecretRefused(message) if status in (401, 403) else UpstreamError(message)
 
 
-def _rejected_reconnect(status: int) -> ServiceError:
+def _rejected_reconnect(status: int, code: str | None) -> ServiceError:
     if status == 404:
         return ConversationGone()
-    return _rejected_secret(status)
+    if status == 400:  # "MissingProperty": with Enhanced authentication the secret may not reconnect
+        return ResumeUnavailable()
+    return _rejected_secret(status, code)
 
 
-def _rejected_token(status: int) -> ServiceError:
+def _rejected_token(status: int, code: str | None) -> ServiceError:
     if status in REJECTED_REFRESH_STATUSES:
         return TokenExpired()
     return UpstreamError(f"Direct Line refused the refresh (HTTP {status}).")

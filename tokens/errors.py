@@ -12,6 +12,7 @@ The tree::
     │   ├── OriginNotAllowed            403 origin_not_allowed
     │   ├── NotFound                    404 not_found            (hosted mode only)
     │   ├── MethodNotAllowed            405 method_not_allowed   (hosted mode only)
+    │   ├── ResumeUnavailable           409 resume_unavailable
     │   ├── ConversationGone            410 conversation_gone
     │   ├── PayloadTooLarge             413 payload_too_large
     │   ├── UnsupportedMediaType        415 unsupported_media_type
@@ -19,6 +20,8 @@ The tree::
     └── ServerError                     5xx: the operator or Direct Line must fix it
         ├── Misconfigured               500 misconfigured
         ├── UpstreamError               502 upstream_error
+        │   ├── SecretRefused            Direct Line refused the secret (401/403)
+        │   └── WrongRegion              Direct Line's 403 RegionNotAllowed: another region's host
         ├── UpstreamUnavailable         503 upstream_unavailable (retry_after when known)
         └── UpstreamTimeout             504 upstream_timeout
 
@@ -85,6 +88,15 @@ class TicketNotYours(RequestError):
     )
 
 
+class ResumeUnavailable(RequestError):
+    status = 409
+    code = "resume_unavailable"
+    default_message = (
+        "This bot's Direct Line site does not let conversations be resumed (Enhanced authentication); "
+        "start a new conversation for the same user with /api/directline/token."
+    )
+
+
 class ConversationGone(RequestError):
     status = 410
     code = "conversation_gone"
@@ -143,6 +155,21 @@ class UpstreamError(ServerError):
     status = 502
     code = "upstream_error"
     default_message = "Direct Line refused the request or answered in an unexpected way."
+
+
+class SecretRefused(UpstreamError):
+    """Direct Line refused the secret (401 or 403): the other key may still be accepted."""
+
+    default_message = (
+        "Direct Line refused the secret; check DIRECT_LINE_SECRET and DIRECT_LINE_ENDPOINT."
+    )
+
+
+class WrongRegion(UpstreamError):
+    """Direct Line answered 403 RegionNotAllowed: the bot is regional and was asked through another
+    region's host. The page sees a plain upstream_error; the log says which setting to change."""
+
+    default_message = "Direct Line refused the request: the service is set up for another region."
 
 
 class UpstreamUnavailable(ServerError):

@@ -23,13 +23,15 @@ from tokens.errors import (
     PayloadTooLarge,
     RateLimited,
     RequestError,
+    ResumeUnavailable,
     ServiceError,
     Unauthorized,
 )
 from tokens.http import Request, Response, error_response, json_response
 from tokens.identity import Identity, bearer_token, build_identity
+from tokens.notices import Notice
 from tokens.ratelimit import RateLimiter
-from tokens.settings import Problem, Settings, SettingsError, derive_handle_key
+from tokens.settings import Problem, Settings, SettingsError, browser_problems, derive_handle_key
 from tokens.tickets import Tickets, check_owner
 
 log = logging.getLogger("tokens.service")
@@ -47,12 +49,13 @@ class Service(Protocol):
 class _Outcome:
     """What the audit record needs to know, filled in as the request goes along."""
 
-    __slots__ = ("client_address", "conversation_id", "counted", "user_id")
+    __slots__ = ("by_secondary", "client_address", "conversation_id", "counted", "user_id")
 
     def __init__(self, client_address: str) -> None:
         self.client_address = client_address
         self.user_id: str | None = None
         self.conversation_id: str | None = None
+        self.by_secondary = False  # DIRECT_LINE_SECRET_SECONDARY served the Direct Line call
         self.counted = False  # the rate limiter counted the request (so a denial is not charged twice)
 
 
@@ -74,6 +77,7 @@ class TokenService:
         self.tickets = tickets
         self.refusals = origins.RefusalLog()
         self._clock = clock
+        self._enhanced_auth_found = Notice(log, logging.ERROR)
 
     # -- routes -------------------------------------------------------------------------------
 
@@ -99,8 +103,11 @@ class TokenService:
         """The settings are valid; and whether Direct Line is answering, as the circuit breaker has
         seen it (no call is made to find out)."""
         direct_line = "available" if self.client.breaker.available else "unavailable"
-        answer = json_response(200, {"status": "ok", "directLine": direct_line})
-        return self._with_cors(request, _varies(answer))
+        body: dict[str, Any] = {"status": "ok", "directLine": direct_line}
+        warnings = [problem.setting for problem in browser_problems(self.settings)]
+        if warnings:
+            body["warnings"] = warnings
+        return self._with_cors(request, _varies(json_response(200, body)))
 
     def warm_up(self, *, past_due: bool) -> None:
         warmup.ping(self.settings.warmup_url, past_due=past_due)
@@ -116,7 +123,8 @@ class TokenService:
         user: dict[str, Any] = {"id": caller.user_id}
         if caller.name:
             user["name"] = caller.name
-        answer = self.client.generate(user, trusted_origins)
+        minted = self.client.generate(user, trusted_origins)
+        answer, outcome.by_secondary = minted.answer, minted.by_secondary
         outcome.conversation_id = answer["conversationId"]
         payload = {**answer, "userId": caller.user_id, "domain": self.client.endpoint, **caller.answer_fields}
         ticket = self.tickets.issue(answer["conversationId"], caller.user_id)
@@ -130,10 +138,22 @@ class TokenService:
         caller = self.identity.identify(request.headers, body, self._address_key(outcome.client_address))
         outcome.user_id = caller.user_id
         self._count(outcome, caller.limit_keys, "token")  # the same allowance as a new token
+        if self.settings.direct_line_enhanced_auth:
+            raise ResumeUnavailable()  # Direct Line would refuse the secret a reconnect: not asked
         ticket = self.tickets.read(body["conversationTicket"])
         outcome.conversation_id = ticket.conversation_id
         check_owner(ticket, caller.user_id)  # before Direct Line hears of it
-        answer = self.client.reconnect(ticket.conversation_id)
+        try:
+            minted = self.client.reconnect(ticket.conversation_id)
+        except ResumeUnavailable:
+            self._enhanced_auth_found.write(
+                "Direct Line refused to reconnect a conversation with the secret (HTTP 400): the site "
+                "has Enhanced authentication options on, so conversations cannot be resumed and every "
+                "resume is answered 409. Set DIRECT_LINE_ENHANCED_AUTH=true: then no conversationTicket "
+                "is issued and pages start a new conversation for the same user at once"
+            )
+            raise
+        answer, outcome.by_secondary = minted.answer, minted.by_secondary
         payload = {
             "conversationId": ticket.conversation_id,
             "token": answer["token"],
@@ -222,6 +242,7 @@ class TokenService:
                 reason=reason,
                 duration_ms=(self._clock() - started) * 1000,
                 invocation_id=request.invocation_id,
+                by_secondary=outcome.by_secondary,
             )
         )
         return response
@@ -296,6 +317,7 @@ def build_service(settings: Settings, *, concurrency: int = 32) -> TokenService:
         settings.direct_line_endpoint,
         settings.direct_line_secret,
         settings.upstream_timeout,
+        secondary=settings.direct_line_secret_secondary,
         session=new_session(settings.direct_line_endpoint, pool_size=concurrency),
     )
     # Counts of different bots sharing one Redis stay apart: the namespace is a digest of the key
@@ -304,13 +326,15 @@ def build_service(settings: Settings, *, concurrency: int = 32) -> TokenService:
     limiter = RateLimiter(
         settings.rate_limit, settings.global_rate_limit, settings.rate_limit_storage, namespace=namespace
     )
-    tickets = Tickets(settings.user_handle_key, settings.conversation_ttl)
+    # Under Enhanced authentication a ticket could never be redeemed: none is issued.
+    ticket_ttl = 0 if settings.direct_line_enhanced_auth else settings.conversation_ttl
+    tickets = Tickets(settings.user_handle_key, ticket_ttl)
     return TokenService(settings, client, build_identity(settings), limiter, tickets)
 
 
 def service_from_env(*, concurrency: int = 32) -> Service:
     """The process's service: built once from the settings, or a stand-in that reports them."""
-    from tokens.settings import browser_problems, load_settings
+    from tokens.settings import load_settings
 
     try:
         settings = load_settings()

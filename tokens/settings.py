@@ -37,6 +37,13 @@ ASYMMETRIC_ALGORITHMS = (
 MIN_KEY_BYTES = 32
 _HANDLE_KEY_LABEL = b"directline-token-service/user-handle-key/v1"
 
+# Direct Line's global endpoint and those of its regions, as the log and `check` suggest them when
+# Direct Line answers RegionNotAllowed.
+DIRECT_LINE_ENDPOINTS = (
+    DEFAULT_ENDPOINT,
+    "https://europe.directline.botframework.com" + DIRECT_LINE_PATH,
+    "https://india.directline.botframework.com" + DIRECT_LINE_PATH,
+)
 # Direct Line's public, regional and sovereign hosts; the secret may be sent to these only.
 _DIRECT_LINE_HOSTS = ("directline.botframework.com", "directline.botframework.azure.cn")
 _REGIONAL_HOST_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.directline\.botframework\.com")
@@ -96,6 +103,8 @@ class Settings(NamedTuple):
     audit_client_ip: str
     conversation_ttl: int
     rate_limit_ipv6_prefix: int
+    direct_line_enhanced_auth: bool
+    direct_line_secret_secondary: str | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -196,6 +205,13 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def is_copilot_studio_token_url(host: str, path: str) -> bool:
+    """A Copilot Studio agent's token endpoint (Power Platform API), which hands out tokens itself:
+    it is not Direct Line's API, and the secret must not be sent there."""
+    power_platform = host == "api.powerplatform.com" or host.endswith(".api.powerplatform.com")
+    return power_platform or "/powervirtualagents/" in path.lower()
+
+
 def is_direct_line_host(host: str) -> bool:
     return host in _DIRECT_LINE_HOSTS or _REGIONAL_HOST_RE.fullmatch(host) is not None
 
@@ -230,9 +246,16 @@ def _int_in(low: int, high: int) -> Callable[[str], int | None]:
     return read
 
 
+MAX_CONVERSATION_TTL = 1_209_600  # 14 days: Direct Line forgets an idle conversation after 15-20
+
+
 def _ttl_or_off(text: str) -> int | None:
     value = int(text)
-    return value if value == 0 or 300 <= value <= 2_592_000 else None
+    return value if value == 0 or 300 <= value <= MAX_CONVERSATION_TTL else None
+
+
+def _flag(text: str) -> bool | None:
+    return {"true": True, "false": False}.get(text.lower())
 
 
 def _timeout(text: str) -> float | None:
@@ -291,6 +314,8 @@ def _endpoint(text: str) -> str | None:
     host = parts.hostname
     if host is None or parts.username or parts.password:
         return None
+    if is_copilot_studio_token_url(host, parts.path):
+        raise InvalidValue(_COPILOT_STUDIO_URL_PROBLEM)
     if is_loopback_host(host):
         ok = parts.scheme in ("http", "https")
     else:
@@ -335,13 +360,24 @@ _UNRESOLVED_REFERENCE = (
     "and see the app's Environment variables page for the reason; on your machine, put the value "
     "itself in local.settings.json"
 )
+_COPILOT_STUDIO_URL_PROBLEM = (
+    "is a Copilot Studio token endpoint (…api.powerplatform.com/…/directline/token), not Direct Line: "
+    "this service mints tokens itself. Turn on Require secured access in Copilot Studio (Settings > "
+    "Security > Web channel security), put one of its two secrets in DIRECT_LINE_SECRET, and set "
+    "DIRECT_LINE_ENDPOINT to the Direct Line endpoint of the agent's region, such as "
+    "https://directline.botframework.com/v3/directline or "
+    "https://europe.directline.botframework.com/v3/directline (see docs/copilot-studio.md)"
+)
 _CONTROL_CHARACTERS = (
     "contains control characters (a tab or line break pasted with the value?): write it on one line"
 )
 
 _LIMITS = "must be in limits notation such as {}, several joined with ;"
 
-_HIDDEN = frozenset({"direct_line_secret", "jwt_secret", "user_handle_key", "rate_limit_storage"})
+_HIDDEN = frozenset({
+    "direct_line_secret", "direct_line_secret_secondary", "jwt_secret", "user_handle_key",
+    "rate_limit_storage",
+})
 
 # The SPEC's settings table. Defaults that depend on other settings (USER_HANDLE_KEY, WARMUP_URL,
 # AUTH_JWKS_URL) are None here and filled in by `_fill_derived`.
@@ -407,7 +443,15 @@ SETTINGS: dict[str, Setting] = {
     ),
     "CONVERSATION_TTL": Setting(
         "conversation_ttl", "86400", _ttl_or_off,
-        "must be 0 (resuming off) or a whole number of seconds from 300 to 2592000 (30 days)",
+        "must be 0 (resuming off) or a whole number of seconds from 300 to 1209600 (14 days: Direct "
+        "Line forgets an idle conversation after 15 to 20 days)",
+    ),
+    "DIRECT_LINE_ENHANCED_AUTH": Setting(
+        "direct_line_enhanced_auth", "false", _flag,
+        "must be true (the Direct Line site has Enhanced authentication options on) or false",
+    ),
+    "DIRECT_LINE_SECRET_SECONDARY": Setting(
+        "direct_line_secret_secondary", None, _secret, "must be the Direct Line site's other secret key",
     ),
 }
 
@@ -443,6 +487,14 @@ def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> li
                     "is required unless AUTH_JWT_ISSUER is an https URL to discover the keys from",
                 )
             )
+    primary, secondary = values["direct_line_secret"], values["direct_line_secret_secondary"]
+    if primary and secondary and hmac.compare_digest(secondary.encode(), primary.encode()):
+        problems.append(
+            Problem(
+                "DIRECT_LINE_SECRET_SECONDARY",
+                "is the same key as DIRECT_LINE_SECRET: put the site's other secret key here",
+            )
+        )
     # On App Service the platform says whether its authentication runs in front of the app. Without
     # it anyone could send the principal headers and choose a user id: fail closed.
     on_app_service = bool(environ.get("WEBSITE_SITE_NAME", "").strip())

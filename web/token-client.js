@@ -21,7 +21,9 @@
  *   - a token that has expired (the tab slept, the page came back an hour later): the same
  *     conversation resumed through /api/directline/resume with its ticket ("resumed");
  *   - nothing, or a ticket the service refuses (invalid_ticket, ticket_not_yours,
- *     conversation_gone): a new conversation through /api/directline/token ("new").
+ *     conversation_gone, or resume_unavailable on a Direct Line site with Enhanced authentication):
+ *     a new conversation through /api/directline/token ("new"), for the same user (the handle or
+ *     sign-in is sent again).
  *
  * What it stores, and where:
  *   localStorage   `<prefix>:userHandle`    the signed handle the service returns in anonymous mode;
@@ -47,7 +49,7 @@
   var EXPIRY_MARGIN_MS = 30 * 1000; // a token this close to its end may die before the page uses it
   // (or a tenth of its life, for tokens shorter than five minutes: the demo's, made to expire fast)
   var CLAIM_WAIT_MS = 100; // how long a tab waits for another tab to say it holds the conversation
-  var START_OVER = ['invalid_ticket', 'ticket_not_yours', 'conversation_gone'];
+  var START_OVER = ['invalid_ticket', 'ticket_not_yours', 'conversation_gone', 'resume_unavailable'];
 
   class ServiceError extends Error {
     constructor(status, code, message, retryAfter) {

@@ -9,6 +9,10 @@ param directLineSecretName string
 @secure()
 param directLineSecret string
 
+param directLineSecretSecondaryName string
+@secure()
+param directLineSecretSecondary string
+
 param userHandleKeySecretName string
 @secure()
 param userHandleKey string
@@ -49,6 +53,17 @@ resource directLine 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   properties: {
     // checkov:skip=CKV_AZURE_41:The Direct Line secret has no expiry of its own; rotation is a documented manual step (docs/deploy.md).
     value: directLineSecret
+    contentType: 'text/plain'
+  }
+}
+
+resource directLineSecondary 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(directLineSecretSecondary)) {
+  parent: vault
+  name: directLineSecretSecondaryName
+  properties: {
+    // checkov:skip=CKV_AZURE_41:The site's other Direct Line key: no expiry of its own, rotated by hand with the first (docs/deploy.md).
+    // checkov:skip=CKV_AZURE_114:contentType is set just below; checkov does not read the properties of a resource declared with if().
+    value: directLineSecretSecondary
     contentType: 'text/plain'
   }
 }
