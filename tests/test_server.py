@@ -117,3 +117,14 @@ def test_one_worker_binds_without_sharing_its_port() -> None:
         assert not groups[0][0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
     finally:
         groups[0][0].close()
+
+
+def test_every_status_the_service_answers_has_its_reason_phrase() -> None:
+    """The status line names the status (`409 Conflict`), never `Unknown`."""
+    from tokens import errors
+    from tokens.server import _REASONS
+
+    statuses = {200, 204} | {
+        kind.status for kind in vars(errors).values() if isinstance(kind, type) and issubclass(kind, errors.ServiceError)
+    }
+    assert sorted(statuses - set(_REASONS)) == []
