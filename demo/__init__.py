@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from dataclasses import dataclass
 from wsgiref.types import WSGIApplication
 
+from demo.bundle import LocalBundle, find_local_bundle
 from demo.emulator import PATH_PREFIX, DirectLineEmulator, RunningEmulator, start_emulator
+from demo.front import Front
 from demo.gateway import BrowserGateway
+from demo.stream import serve_stream
 
 
 @dataclass(frozen=True)
@@ -28,13 +32,42 @@ class Variant:
 class Demo:
     page_url: str  # where the page is opened: on this machine, or the forwarded --public-url
     emulator: RunningEmulator
+    bundle: LocalBundle | None = None  # Web Chat from web/node_modules, when npm installed it
+    front: Front | None = None
 
     def wrap(self, app: WSGIApplication) -> WSGIApplication:
         """The service's application, with the emulator's browser routes on the same port."""
         browser_endpoint = self.page_url.rstrip("/") + PATH_PREFIX
-        return BrowserGateway(app, self.emulator.emulator, self.emulator.endpoint, browser_endpoint)
+        emulator = self.emulator
+        return BrowserGateway(app, emulator.emulator, emulator.endpoint, browser_endpoint, self.bundle)
+
+    @property
+    def bundle_note(self) -> str:
+        """Where the pages' Web Chat comes from, in a line for the console."""
+        if self.bundle is not None:
+            version = self.bundle.version
+            return f"Web Chat {version} is served from web/node_modules: the demo needs no internet"
+        return (
+            "Web Chat is not installed in web/node_modules, so the pages load it from its CDN (the "
+            "browser needs the internet); run `cd web && npm ci` for a demo that needs none"
+        )
+
+    def take_port(self, listeners: list[socket.socket]) -> list[socket.socket]:
+        """Answer on serve's listening sockets (demo/front.py: the emulator's WebSocket stream there,
+        everything else relayed); returns the private loopback listener that serve answers on now."""
+        backend = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        emulator = self.emulator.emulator
+
+        def on_stream(connection: socket.socket, head: bytes) -> None:
+            serve_stream(connection, head, emulator)
+
+        self.front = Front(listeners, backend.getsockname()[:2], on_stream)
+        self.front.start()
+        return [backend]
 
     def stop(self) -> None:
+        if self.front is not None:
+            self.front.stop()
         self.emulator.stop()
 
 
@@ -47,11 +80,15 @@ def start_demo(
     `public_origin` is the origin that forwards to `port` (a dev container's or Codespaces' forwarded
     port), when the page is opened there instead."""
     secret = "demo-" + secrets.token_urlsafe(24)
+    page_url = f"{public_origin or f'http://{page_host}:{port}'}/"
     emulator = start_emulator(
         DirectLineEmulator(
             secret,
             enhanced_auth=variant.enhanced_auth,
             wrong_region=variant.wrong_region,
+            # Behind a forwarded port the Host a request arrives with may be the forwarder's own:
+            # stream URLs then name the public address. Otherwise the page's own Host is right.
+            public_endpoint=page_url + PATH_PREFIX.lstrip("/") if public_origin else None,
             token_ttl=variant.token_ttl or _token_ttl(),
         )
     )
@@ -62,7 +99,7 @@ def start_demo(
         page_origins.insert(0, public_origin)
     configured = os.environ.get("ALLOWED_ORIGINS", "").strip()
     os.environ["ALLOWED_ORIGINS"] = ",".join(dict.fromkeys(filter(None, [configured, *page_origins])))
-    return Demo(f"{public_origin or f'http://{page_host}:{port}'}/", emulator)
+    return Demo(page_url, emulator, find_local_bundle())
 
 
 def _token_ttl() -> int:

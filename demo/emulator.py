@@ -8,15 +8,39 @@
     ***********************************************************************
 
 `DirectLineEmulator(secret)` is a WSGI application that answers under `/v3/directline` the routes a
-token service and Bot Framework Web Chat (with `webSocket: false`, that is polling) use, so that
-`python -m tokens serve --demo` and the tests run end to end without Azure:
+token service and Bot Framework Web Chat use, so that `python -m tokens serve --demo` and the tests
+run end to end without Azure:
 
     POST /tokens/generate                 secret          -> 200 {conversationId, token, expires_in}
     POST /tokens/refresh                  token           -> 200 {conversationId, token, expires_in}
-    POST /conversations                   token or secret -> 201 {conversationId, token, expires_in}
-    GET  /conversations/{id}?watermark=W  token or secret -> 200 {conversationId, token, expires_in}
+    POST /conversations                   token or secret -> 201 {the same, streamUrl}
+    GET  /conversations/{id}?watermark=W  token or secret -> 200 {the same, streamUrl}
     GET  /conversations/{id}/activities?watermark=W       -> 200 {activities, watermark}
     POST /conversations/{id}/activities   -> 200 {id}; stores the activity and the bot's echo
+    GET  /conversations/{id}/stream?watermark=W&t=...     -> the WebSocket stream (demo/stream.py)
+
+The WebSocket stream is Web Chat's default transport. A WSGI application cannot take a connection
+over, so the stream itself is served by demo/stream.py on the raw socket; this class grants it
+(`grant_stream`) and hands it the activities (`activities_after`, `watch`). What Direct Line
+documents of it (the Direct Line 3.0 pages on starting a conversation, reconnecting and receiving
+activities), and what the emulator does:
+
+- `streamUrl` comes with starting a conversation and with every reconnect, and must be connected
+  to within 60 seconds; it carries its own credential (`t`), so the upgrade needs no Authorization.
+- The stream sends an ActivitySet `{"activities": [...], "watermark": "N"}` for each batch, and empty
+  messages now and then to keep the connection alive; it ignores what the client sends (Web Chat
+  sends empty messages too).
+- Replay: a conversation's first stream replays everything (what was sent before the socket
+  opened is not lost); a reconnect with a watermark replays what came after it. A reconnect with no
+  watermark replays the whole conversation, as Direct Line has done since 2021 (its streamUrl then
+  says `watermark=-`: BotFramework-Services #289 and #319, BotFramework-DirectLineJS #338), which is
+  what lets a page show its history again after a reload.
+- One stream per conversation: a new one closes the one before with the reason `collision`.
+- Direct Line "may forcibly close the WebSocket connection under certain conditions", and the
+  client then asks for a new streamUrl. The emulator closes a stream when a token of the
+  conversation minted as the stream URL was would expire (`token_ttl` after the URL was made): a
+  client that kept its token fresh reconnects at once; one whose token expired (a laptop that
+  slept) learns so from the reconnect's 403, as it would from Direct Line.
 
 Credentials travel as `Authorization: Bearer ...`; the secret is compared in constant time.
 
@@ -43,15 +67,20 @@ are `{conversationId}|{seq:07d}` and a watermark is the `seq` of the last activi
 What Web Chat 4.18.1 does against this API, read from the botframework-directlinejs 0.15.5 that its
 bundle (`botframework-webchat/dist/webchat.js`) carries:
 
-- `createDirectLine({token, domain, conversationId, watermark, webSocket: false})` is
-  `new DirectLine(...)`; its `watermark` property always holds the last watermark polled.
+- `createDirectLine({token, domain, conversationId, watermark, webSocket})` is `new DirectLine(...)`;
+  `webSocket` is true unless the page says false; its `watermark` property holds the last watermark
+  received.
 - Connecting with a `conversationId` is `GET {domain}/conversations/{id}?watermark={watermark}` (an
   empty `watermark=` when none); without one it is `POST {domain}/conversations` with the body
   `{"user": {}, "locale": ...}`. Headers: `Accept` and `Content-Type: application/json`,
   `Authorization: Bearer <token>`, `x-ms-bot-agent: DirectLine/3.0 (directlinejs 0.15.5; ...)`.
-  The answer's `token` replaces the client's token; `streamUrl` is only used by WebSockets. Any
-  4xx/5xx here is FailedToConnect.
-- Polling: every `pollingInterval` (1000 ms)
+  The answer's `token` replaces the client's token, and its `streamUrl` is opened with the
+  browser's WebSocket. Any 4xx/5xx here is FailedToConnect.
+- WebSocket: `message.data && JSON.parse(message.data)`: empty messages are skipped, every other is
+  an ActivitySet. The client sends an empty message every 20 s. When the socket closes, it waits 3 to
+  15 s and reconnects (`GET {domain}/conversations/{id}?watermark={w}`) for a new `streamUrl`; a 403
+  there is ExpiredToken, a 404 Ended.
+- Polling (`webSocket: false`): every `pollingInterval` (1000 ms)
   `GET {domain}/conversations/{id}/activities?watermark={w}` with `Accept`, `Authorization`,
   `x-ms-bot-agent`. The answer is `{"activities": [...], "watermark"}`; a truthy watermark is kept
   for the next poll (and is the `watermark` property). 403 means ExpiredToken (polling goes on),
@@ -83,8 +112,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from socketserver import ThreadingMixIn
-from typing import Any, Final
-from urllib.parse import parse_qs
+from typing import Any, Final, NamedTuple, Protocol
+from urllib.parse import parse_qs, quote, urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIEnvironment
 
@@ -100,6 +129,9 @@ WELCOME_TEXT: Final = (
     "Say something and I will repeat it."
 )
 _ISSUER: Final = "directline-emulator"
+_STREAM_AUDIENCE: Final = "directline-emulator/stream"
+STREAM_CONNECT_SECONDS: Final = 60  # Direct Line: "You have 60 seconds to connect to the stream URL"
+REPLAY_ALL: Final = "-"  # the watermark of a streamUrl that replays the whole conversation
 _REGION_NOT_ALLOWED: Final = (
     "The request received in unitedkingdom but target regional bot belongs to europe. Please check "
     "BaseURI https://docs.microsoft.com/azure/bot-service/rest-api/"
@@ -161,6 +193,23 @@ class _Conversation:
     trusted_origins: tuple[str, ...]
     activities: deque[JsonObject]
     next_sequence: int = 0
+    watchers: list[StreamWatcher] = field(default_factory=list)
+
+
+class StreamWatcher(Protocol):
+    """An open stream of a conversation (demo/stream.py), told when there is something new."""
+
+    def wake(self) -> None: ...
+    def collide(self) -> None: ...
+
+
+class StreamGrant(NamedTuple):
+    """What a stream URL lets its holder read: a conversation, after a sequence number (-1: all),
+    for `lifetime` seconds."""
+
+    conversation_id: str
+    after: int
+    lifetime: float
 
 
 @dataclass(frozen=True)
@@ -169,6 +218,7 @@ class _Request:
     query: dict[str, list[str]]
     authorization: str | None
     body: bytes
+    stream_base: str  # ws(s)://host/v3/directline, where this request's client reaches the stream
 
 
 @dataclass
@@ -196,6 +246,7 @@ class DirectLineEmulator:
         secondary: str | None = None,
         enhanced_auth: bool = False,
         wrong_region: bool = False,
+        public_endpoint: str | None = None,
         token_ttl: int = 1800,
         clock: Callable[[], float] = time.time,
         max_conversations: int = 1000,
@@ -209,6 +260,9 @@ class DirectLineEmulator:
         self._secrets = [key.encode("utf-8") for key in (secret, secondary) if key]
         self._enhanced_auth = enhanced_auth
         self._wrong_region = wrong_region
+        # Where browsers reach this emulator (the demo's page port), when it is not where they sent
+        # the request; by default the request's own Host.
+        self._public_endpoint = public_endpoint
         self._key = derive_token_key(secret)
         self._token_ttl = token_ttl
         self._clock = clock
@@ -299,7 +353,7 @@ class DirectLineEmulator:
                 allowed = ", ".join([*handlers, "OPTIONS"])
                 raise EmulatorError(405, "MethodNotAllowed", f"Use {allowed}.", [("Allow", allowed)])
             self._count_and_apply_fault(name)
-            return handler(_read_request(method, match.groupdict(), environ))
+            return handler(_read_request(method, match.groupdict(), environ, self._public_endpoint))
         raise EmulatorError(404, "NotFound", "No such Direct Line route.")
 
     def _count_and_apply_fault(self, route: str) -> None:
@@ -341,7 +395,8 @@ class DirectLineEmulator:
         else:
             claims = self._verify_token(credential)
             self._require_conversation(claims.conversation_id)
-        return _Response(201, self._conversation_answer(claims))
+        answer = self._conversation_answer(claims)
+        return _Response(201, {**answer, "streamUrl": self._stream_url(request, claims.conversation_id, -1)})
 
     def _reconnect(self, request: _Request) -> _Response:
         conversation_id = request.params["conversation_id"]
@@ -349,9 +404,10 @@ class DirectLineEmulator:
             # A secret carries no user id, and Enhanced authentication wants one.
             raise EmulatorError(400, "MissingProperty", "Missing user ID")
         claims = self._authorize(request.authorization, conversation_id)
-        _parse_watermark(request.query)  # validated like Direct Line, though polling replays anyway
+        watermark = _parse_watermark(request.query)
         self._require_conversation(conversation_id)
-        return _Response(200, self._conversation_answer(claims))
+        answer = self._conversation_answer(claims)
+        return _Response(200, {**answer, "streamUrl": self._stream_url(request, conversation_id, watermark)})
 
     def _get_activities(self, request: _Request) -> _Response:
         conversation_id = request.params["conversation_id"]
@@ -381,7 +437,71 @@ class DirectLineEmulator:
             stored = self._append(conversation, {**activity, "from": sender, "recipient": BOT_ACCOUNT})
             if stored["type"] == "message":
                 self._append(conversation, _echo_reply(stored))
+            watchers = list(conversation.watchers)
+        for watcher in watchers:
+            watcher.wake()
         return _Response(200, {"id": stored["id"]})
+
+    # ---- the WebSocket stream (served by demo/stream.py) ----------------------------------------
+
+    def grant_stream(self, target: str) -> StreamGrant:
+        """What the stream URL `target` (path and query) may read; EmulatorError 403 for a missing,
+        forged or stale `t`, 404 for another path or a conversation that is gone."""
+        parts = urlsplit(target)
+        match = re.fullmatch(rf"{PATH_PREFIX}/conversations/{_CONVERSATION_ID}/stream", parts.path)
+        if match is None:
+            raise EmulatorError(404, "NotFound", "No such Direct Line stream.")
+        conversation_id = match["conversation_id"]
+        query = parse_qs(parts.query)
+        try:
+            claims = jwt.decode(
+                (query.get("t") or [""])[-1], self._key, algorithms=["HS256"], issuer=_ISSUER,
+                audience=_STREAM_AUDIENCE, options={"require": ["exp", "conv", "end"], "verify_exp": False},
+            )
+        except jwt.PyJWTError:
+            raise EmulatorError(403, "Forbidden", "Invalid stream credential.") from None
+        if claims["conv"] != conversation_id or self._clock() >= claims["exp"]:
+            raise EmulatorError(403, "Forbidden", "The stream URL has expired; reconnect for a new one.")
+        watermark = (query.get("watermark") or [REPLAY_ALL])[-1]
+        after = -1 if watermark == REPLAY_ALL else _parse_watermark({"watermark": [watermark]})
+        self._require_conversation(conversation_id)
+        return StreamGrant(conversation_id, after, lifetime=max(0.0, claims["end"] - self._clock()))
+
+    def activities_after(self, conversation_id: str, after: int) -> list[JsonObject]:
+        """The conversation's activities after sequence number `after`; EmulatorError 404 when the
+        conversation is gone."""
+        with self._lock:
+            return [a for a in self._find(conversation_id).activities if _sequence(a) > after]
+
+    def watch(self, conversation_id: str, watcher: StreamWatcher) -> Callable[[], None]:
+        """Wake `watcher` on every new activity of the conversation, until the returned function is
+        called. Direct Line keeps one stream per conversation: the streams before are told to close."""
+        with self._lock:
+            conversation = self._find(conversation_id)
+            before, conversation.watchers = conversation.watchers, [watcher]
+        for earlier in before:
+            earlier.collide()
+
+        def unwatch() -> None:
+            with self._lock:
+                if watcher in conversation.watchers:
+                    conversation.watchers.remove(watcher)
+
+        return unwatch
+
+    def _stream_url(self, request: _Request, conversation_id: str, after: int) -> str:
+        now = int(self._clock())
+        claims = {
+            "iss": _ISSUER, "aud": _STREAM_AUDIENCE, "conv": conversation_id,
+            "exp": now + STREAM_CONNECT_SECONDS,  # to connect
+            "end": now + self._token_ttl,  # when the stream closes
+        }
+        credential = jwt.encode(claims, self._key, algorithm="HS256")
+        watermark = REPLAY_ALL if after < 0 else str(after)
+        return (
+            f"{request.stream_base}/conversations/{quote(conversation_id, safe='')}/stream"
+            f"?watermark={watermark}&t={credential}"
+        )
 
     # ---- state -------------------------------------------------------------------------------
 
@@ -504,14 +624,29 @@ class DirectLineEmulator:
 # ---- request parsing (pure) --------------------------------------------------------------------
 
 
-def _read_request(method: str, params: dict[str, str], environ: WSGIEnvironment) -> _Request:
+def _read_request(
+    method: str, params: dict[str, str], environ: WSGIEnvironment, public_endpoint: str | None
+) -> _Request:
     authorization = environ.get("HTTP_AUTHORIZATION")
     return _Request(
         params=params,
         query=parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True),
         authorization=authorization if isinstance(authorization, str) else None,
         body=_read_body(environ) if method == "POST" else b"",
+        stream_base=_stream_base(environ, public_endpoint),
     )
+
+
+def _stream_base(environ: WSGIEnvironment, public_endpoint: str | None) -> str:
+    """ws(s)://host/v3/directline where the client reaches the stream: the public endpoint when
+    one is set, else the host and scheme the request came in with."""
+    if public_endpoint is not None:
+        scheme, _, rest = public_endpoint.partition("://")
+        return ("wss" if scheme == "https" else "ws") + "://" + rest.rstrip("/")
+    server = f"{environ.get('SERVER_NAME', '127.0.0.1')}:{environ.get('SERVER_PORT', '80')}"
+    host = environ.get("HTTP_HOST") or server
+    scheme = "wss" if environ.get("wsgi.url_scheme") == "https" else "ws"
+    return f"{scheme}://{host}{PATH_PREFIX}"
 
 
 def _read_body(environ: WSGIEnvironment) -> bytes:

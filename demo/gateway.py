@@ -1,5 +1,5 @@
-"""The demo's one port for the browser: the service's routes and the emulator's, on the port the page
-was loaded from.
+"""The demo's one port for the browser: the service's routes and the emulator's, and Web Chat's
+bundle when npm installed it, on the port the page was loaded from.
 
 The service calls the emulator on a loopback port of its own; a browser may not be able to reach that
 port (the page was opened through a forwarded port of a dev container or Codespaces, which forwards
@@ -19,24 +19,33 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication
 
+from demo.bundle import BUNDLE_PATH, LocalBundle
 from demo.emulator import PATH_PREFIX
 
 # The emulator's routes a browser uses, under PATH_PREFIX; everything else there is 404.
 _BROWSER_ROUTES = ("/conversations", "/tokens/refresh")
 _SERVICE_ROUTES = "/api/directline/"
+_PAGES = ("/", "/index.html", "/widget.html")  # the sample pages serve answers (tokens/server.py)
 
 
 class BrowserGateway:
     """WSGI: the emulator's browser routes from `emulator`, the rest from `app`, whose token answers
-    get `browser_endpoint` as their domain instead of `service_endpoint`."""
+    get `browser_endpoint` as their domain instead of `service_endpoint`; with `bundle`, Web Chat's
+    bundle at BUNDLE_PATH and the pages pointed at it (demo/bundle.py)."""
 
     def __init__(
-        self, app: WSGIApplication, emulator: WSGIApplication, service_endpoint: str, browser_endpoint: str
+        self,
+        app: WSGIApplication,
+        emulator: WSGIApplication,
+        service_endpoint: str,
+        browser_endpoint: str,
+        bundle: LocalBundle | None = None,
     ) -> None:
         self.app = app
         self.emulator = emulator
         self.service_endpoint = service_endpoint
         self.browser_endpoint = browser_endpoint
+        self.bundle = bundle
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO", ""))
@@ -45,8 +54,18 @@ class BrowserGateway:
             if route.startswith(_BROWSER_ROUTES):
                 return self.emulator(environ, start_response)
             return _not_found(start_response)
-        if not path.startswith(_SERVICE_ROUTES):
-            return self.app(environ, start_response)
+        if self.bundle is not None and path == BUNDLE_PATH:
+            return _bundle(self.bundle, environ, start_response)
+        if self.bundle is not None and path in _PAGES:
+            return self._transformed(environ, start_response, self.bundle.rewrite)
+        if path.startswith(_SERVICE_ROUTES):
+            return self._transformed(environ, start_response, self._with_browser_domain)
+        return self.app(environ, start_response)
+
+    def _transformed(
+        self, environ: dict[str, Any], start_response: StartResponse, transform: Callable[[bytes], bytes]
+    ) -> list[bytes]:
+        """The app's answer with its body passed through `transform`."""
         captured: list[Any] = []
 
         def capture(
@@ -57,7 +76,7 @@ class BrowserGateway:
 
         answer = self.app(environ, capture)
         try:
-            body = self._with_browser_domain(b"".join(answer))
+            body = transform(b"".join(answer))
         finally:
             close = getattr(answer, "close", None)  # as a WSGI server would (PEP 3333)
             if close is not None:
@@ -75,6 +94,17 @@ class BrowserGateway:
             return body
         answer["domain"] = self.browser_endpoint
         return json.dumps(answer).encode()
+
+
+def _bundle(bundle: LocalBundle, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    body = bundle.path.read_bytes()
+    headers = [
+        ("Content-Type", "text/javascript; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "public, max-age=86400"),  # one release, one file
+    ]
+    start_response("200 OK", headers)
+    return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
 
 
 def _not_found(start_response: StartResponse) -> list[bytes]:

@@ -1,9 +1,11 @@
 """The sample page in a real Chromium with the real Web Chat bundle, against `serve --demo`.
 
 Chromium is Debian's (`/usr/bin/chromium`), driven by Playwright for Python; Web Chat is the
-`botframework-webchat` bundle that `cd web && npm ci` installs, served to the page in place of the
-CDN. Nothing leaves the machine: requests that are not for loopback are aborted by the routes, and
-the browser's proxy is a closed loopback port, which only loopback addresses bypass.
+`botframework-webchat` bundle that `cd web && npm ci` installs, which `serve --demo` serves in place
+of the CDN. Nothing leaves the machine: requests that are not for loopback are aborted by the routes
+(and recorded, so a test can say that none was made), and the browser's proxy is a closed loopback
+port, which only loopback addresses bypass. Web Chat talks to the demo's emulator over its default
+transport, Direct Line's WebSocket stream.
 
 Playwright answers CORS preflights itself while any route is active, so the cross-origin tests use
 no routes: their copy of the page loads the bundle from its own loopback server, and the preflight
@@ -53,7 +55,6 @@ pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
 WEB_DIR = ROOT / "web"
 BUNDLE = WEB_DIR / "node_modules" / "botframework-webchat" / "dist" / "webchat.js"
-CDN_PREFIX = "https://cdn.botframework.com/"
 CDN_SCRIPT = "https://cdn.botframework.com/botframework-webchat/4.18.1/webchat.js"
 SERVICE_URL_SETTING = "var SERVICE_URL = '';"
 LAUNCH_ARGS = [
@@ -250,29 +251,54 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 
 @dataclass
+class Traffic:
+    """What a page asked for: its HTTP requests (method, URL) and the WebSockets it opened."""
+
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    websockets: list[str] = field(default_factory=list)
+
+    @classmethod
+    def watch(cls, page: Page) -> Traffic:
+        traffic = cls()
+        page.on("request", lambda request: traffic.requests.append((request.method, request.url)))
+        page.on("websocket", lambda socket: traffic.websockets.append(socket.url))
+        return traffic
+
+    def polls(self) -> list[str]:
+        """Polling of a conversation's activities (what Web Chat does without its WebSocket)."""
+        return [url for method, url in self.requests if method == "GET" and re.search(r"/activities(\?|$)", url)]
+
+    def streams(self) -> list[str]:
+        return [url for url in self.websockets if re.search(r"/v3/directline/conversations/[^/]+/stream\?", url)]
+
+    def scripts(self, name: str) -> list[str]:
+        return [url for _, url in self.requests if urlsplit(url).path.endswith("/" + name)]
+
+
+@dataclass
 class Routed:
     page: Page
     blocked: list[str]
+    traffic: Traffic
 
 
 @pytest.fixture
 def routed(context: BrowserContext) -> Routed:
-    """A page whose CDN requests get the npm bundle; anything else not on loopback is aborted."""
-    bundle = BUNDLE.read_bytes()
+    """A page on which every request not for loopback is aborted, Web Chat's CDN included: the demo
+    serves the npm bundle itself."""
     blocked: list[str] = []
 
     def handle(route: Route) -> None:
         url = route.request.url
-        if url.startswith(CDN_PREFIX):
-            route.fulfill(status=200, body=bundle, content_type="text/javascript; charset=utf-8")
-        elif _is_local(url):
+        if _is_local(url):
             route.continue_()
         else:
             blocked.append(url)
             route.abort("blockedbyclient")
 
     context.route("**/*", handle)
-    return Routed(context.new_page(), blocked)
+    page = context.new_page()
+    return Routed(page, blocked, Traffic.watch(page))
 
 
 def _is_local(url: str) -> bool:
@@ -385,7 +411,29 @@ def test_page_gets_a_token_and_the_echo_bot_answers_a_typed_message(demo: Demo, 
     assert token_user(conversation["token"]) == issued[0]["userId"]
     # The emulator's browser routes, on the service's own port (tests/test_demo_public_url.py).
     assert conversation["domain"] == f"{demo.app.base_url}/v3/directline"
-    assert routed.blocked == [], "the page asked for something beyond Web Chat's CDN script"
+
+
+def test_the_sample_page_chats_over_the_websocket_stream_and_never_polls(demo: Demo, routed: Routed) -> None:
+    page = routed.page
+    page.goto(f"{demo.app.base_url}/")
+    wait_connected(page)
+    chat(page, "pushed, not polled")
+    chat(page, "and again")
+    conversation = stored_conversation(page)["conversationId"]
+    assert [urlsplit(url).path for url in routed.traffic.streams()] == [
+        f"/v3/directline/conversations/{conversation}/stream"
+    ]
+    assert routed.traffic.polls() == []
+
+
+def test_the_demo_chats_with_every_request_beyond_this_machine_refused(demo: Demo, routed: Routed) -> None:
+    """No CDN: the demo serves Web Chat from web/node_modules, at the page's own origin."""
+    page = routed.page
+    page.goto(f"{demo.app.base_url}/")
+    wait_connected(page)
+    chat(page, "offline")
+    assert routed.blocked == []
+    assert routed.traffic.scripts("webchat.js") == [f"{demo.app.base_url}/webchat/webchat.js"]
 
 
 def test_reload_keeps_the_same_conversation_as_the_same_user_with_its_history_and_no_call(
@@ -530,6 +578,8 @@ def test_an_expired_token_is_resumed_after_a_reload_with_the_earlier_messages(
         ("directline.token", "issued"),
         ("directline.resume", "issued"),
     ]
+    assert len(routed.traffic.streams()) == 2  # one stream before, one after: over the WebSocket
+    assert routed.traffic.polls() == []
 
 
 def test_under_enhanced_authentication_an_expired_token_starts_a_new_conversation_for_the_same_user(
@@ -568,12 +618,13 @@ def test_a_token_that_expires_while_the_page_is_open_is_resumed_in_place(
     chat(page, "before expiry")
     conversation = stored_conversation(page)["conversationId"]
     expect(page.locator("#status")).to_have_text(
-        "Connected (conversation resumed).", timeout=(SHORT_TTL + 15) * 1000
+        "Connected (conversation resumed).", timeout=(SHORT_TTL + 30) * 1000
     )
     chat(page, "after expiry")
     expect(bot_says(page, "You said: before expiry")).to_have_count(1)
     assert stored_conversation(page)["conversationId"] == conversation
     assert ("directline.resume", "issued") in calls_for(short_demo, conversation)
+    assert routed.traffic.polls() == []  # the stream ended, was found expired, and resumed
 
 
 def test_a_reload_late_in_the_tokens_life_refreshes_it(short_demo: ServedApp, routed: Routed) -> None:
@@ -616,19 +667,21 @@ def test_the_widget_asks_nothing_until_opened_and_reopens_the_same_conversation(
     demo: Demo, routed: Routed
 ) -> None:
     page = routed.page
-    asked: list[str] = []
-    page.on("request", lambda request: asked.append(request.url) if "/api/directline/" in request.url else None)
     toggle = page.get_by_role("button", name="Chat with us")
     page.goto(f"{demo.app.base_url}/widget.html")
-    page.wait_for_function("() => !!window.WebChat && !!window.DirectLineChat")
+    page.wait_for_function("() => !!window.DirectLineChat && !!window.DirectLineTokenClient")
     page.wait_for_timeout(500)
-    assert asked == [], "the closed widget called the token service"
+    asked = [url for _, url in routed.traffic.requests]
+    assert [url for url in asked if "/api/directline/" in url] == [], "the closed widget called the token service"
+    assert routed.traffic.scripts("webchat.js") == [], "the closed widget downloaded Web Chat"
+    assert page.evaluate("() => typeof window.WebChat") == "undefined"
     expect(toggle).to_have_attribute("aria-expanded", "false")
 
     toggle.focus()
     page.keyboard.press("Enter")  # a real button: the keyboard opens it
     panel = page.get_by_role("dialog", name="Chat with the bot")
     expect(panel).to_be_visible()
+    assert routed.traffic.scripts("webchat.js") == [f"{demo.app.base_url}/webchat/webchat.js"]
     expect(page.get_by_role("button", name="Close chat")).to_have_attribute("aria-expanded", "true")
     expect(page.locator("#chat-status")).to_have_text("Connected.")
     chat(page, "hello from the widget")
@@ -653,6 +706,85 @@ def test_the_widget_asks_nothing_until_opened_and_reopens_the_same_conversation(
     assert calls_for(demo.app, conversation) == [("directline.token", "issued")]
 
 
+def test_the_widget_says_so_when_web_chat_cannot_be_loaded_and_tries_again_on_the_next_open(
+    demo: Demo, context: BrowserContext
+) -> None:
+    failing = {"on": True}
+
+    def bundle(route: Route) -> None:
+        if failing["on"]:
+            route.abort("connectionrefused")
+        else:
+            route.continue_()
+
+    context.route("**/webchat/webchat.js", bundle)
+    page = context.new_page()
+    page.goto(f"{demo.app.base_url}/widget.html")
+    toggle = page.get_by_role("button", name="Chat with us")
+    toggle.click()
+    expect(page.locator("#chat-error-code")).to_have_text("webchat_unavailable")
+    expect(page.locator("#chat-status")).to_have_text("Chat unavailable.")
+
+    failing["on"] = False
+    page.get_by_role("button", name="Close chat").click()
+    toggle.click()
+    expect(page.locator("#chat-status")).to_have_text("Connected.")
+    expect(page.locator("#chat-error")).to_be_hidden()
+
+
+def test_the_widget_shows_that_it_is_loading_until_web_chat_has_arrived(demo: Demo, context: BrowserContext) -> None:
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # held back until the test lets it go
+        held.append(route)
+
+    context.route("**/webchat/webchat.js", hold)
+    page = context.new_page()
+    page.goto(f"{demo.app.base_url}/widget.html")
+    page.get_by_role("button", name="Chat with us").click()
+    expect(page.locator("#chat-status")).to_have_text("Loading the chat…")
+    wait_until(page, lambda: bool(held), "the request for Web Chat")
+    held[0].continue_()
+    expect(page.locator("#chat-status")).to_have_text("Connected.")
+
+
+# -- the README's own snippet ------------------------------------------------------------------------
+
+README_SNIPPET_FENCE = re.compile(r"## Using it from a page\n\n```js\n(?P<code>.*?)\n```", re.S)
+README_SERVICE = "https://<app>.azurewebsites.net"
+
+
+def readme_page(service_url: str) -> bytes:
+    """The README's page snippet exactly as printed, on a page with Web Chat and an element."""
+    match = README_SNIPPET_FENCE.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert match is not None, "the README's page snippet has moved"
+    code = match["code"]
+    assert code.count(README_SERVICE) == 1
+    html = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>README snippet</title></head>
+<body><div id="webchat" style="height: 30rem"></div>
+<script src="webchat.js"></script>
+<script type="module">
+const element = document.getElementById('webchat');
+{code.replace(README_SERVICE, service_url)}
+</script></body></html>"""
+    return html.encode("utf-8")
+
+
+def test_the_readmes_snippet_on_its_default_transport_chats_with_the_demo(demo: Demo, context: BrowserContext) -> None:
+    site = demo.allowed_site
+    site.server.files["/readme.html"] = ("text/html; charset=utf-8", readme_page(demo.app.base_url))
+    page = context.new_page()
+    traffic = Traffic.watch(page)
+    page.goto(f"{site.origin}/readme.html")
+    expect(page.locator(BOT_BUBBLE).filter(has_text=WELCOME)).to_be_visible()
+    chat(page, "hello from the README")
+    assert len(traffic.streams()) == 1
+    assert traffic.polls() == []
+    handle = page.evaluate("() => localStorage.getItem('directline-token:userHandle')")
+    assert isinstance(handle, str) and handle
+
+
 def test_the_demo_chats_through_one_forwarded_port_given_as_public_url(
     routed: Routed, tmp_path: Path
 ) -> None:
@@ -670,7 +802,10 @@ def test_the_demo_chats_through_one_forwarded_port_given_as_public_url(
             wait_connected(page)
             chat(page, "through the forwarded port")
             assert stored_conversation(page)["domain"] == f"{public}/v3/directline"
-            assert [url for url in asked if not url.startswith((f"{public}/", CDN_PREFIX))] == []
+            assert [url for url in asked if not url.startswith(f"{public}/")] == []
             assert any(url.startswith(f"{public}/v3/directline/conversations/") for url in asked)
+            # The WebSocket stream comes through the same forwarded port.
+            assert [url for url in routed.traffic.streams() if not url.startswith(f"ws://localhost:{forwarder.port}/")] == []
+            assert routed.traffic.streams()
     finally:
         forwarder.close()

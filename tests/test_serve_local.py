@@ -85,6 +85,32 @@ def test_the_emulators_browser_routes_answer_on_the_services_port(public_demo: S
     assert "activities" in response.json()
 
 
+def test_the_demos_stream_urls_name_the_public_url_over_tls_when_it_is_https(public_demo: ServedApp) -> None:
+    answer = _token(public_demo.base_url, PUBLIC).json()
+    url = f"{public_demo.base_url}/v3/directline/conversations"
+    started = requests.post(url, headers={"Authorization": f"Bearer {answer['token']}"}, timeout=10).json()
+    assert started["streamUrl"].startswith(f"wss://octo-space-7071.app.github.dev/v3/directline/conversations/{started['conversationId']}/stream?")
+
+
+def test_the_demos_stream_answers_on_the_services_port(public_demo: ServedApp) -> None:
+    from websockets.sync.client import connect
+
+    answer = _token(public_demo.base_url, PUBLIC).json()
+    url = f"{public_demo.base_url}/v3/directline/conversations"
+    started = requests.post(url, headers={"Authorization": f"Bearer {answer['token']}"}, timeout=10).json()
+    local = started["streamUrl"].replace("wss://octo-space-7071.app.github.dev", public_demo.base_url.replace("http", "ws"))
+    with connect(local, open_timeout=10) as stream:
+        assert "Hello! I am the echo bot" in stream.recv(timeout=10)
+
+
+def test_the_demo_says_where_its_web_chat_comes_from(public_demo: ServedApp) -> None:
+    from demo.bundle import find_local_bundle
+
+    installed = find_local_bundle() is not None
+    expected = "the demo needs no internet" if installed else "the pages load it from its CDN"
+    assert expected in public_demo.log_text()
+
+
 def test_minting_with_the_secret_is_not_reachable_on_the_services_port(public_demo: ServedApp) -> None:
     response = requests.post(f"{public_demo.base_url}/v3/directline/tokens/generate", json={}, timeout=10)
     assert response.status_code == 404

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from tokens.localfiles import read_local_files
 from tokens.settings import (
@@ -123,12 +124,10 @@ def serve(args: argparse.Namespace) -> int:
     demo = None
     if args.demo:
         try:
-            from demo import Variant, start_demo
-        except ImportError:
-            log.error("--demo needs the demo/ folder of the repository next to tokens/")
+            demo = _start_demo(args, page_host, port)
+        except ImportError as error:
+            log.error("%s", _demo_needs(error))
             return 1
-        variant = Variant(args.demo_enhanced_auth, args.demo_wrong_region, args.demo_token_ttl)
-        demo = start_demo(page_host, port, args.public_url, variant)
     try:
         settings = load_settings(local=local)
     except SettingsError as error:
@@ -142,13 +141,7 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     _warn_about(settings, args.workers)
     if demo is not None:
-        print(DEMO_BANNER.format(url=demo.page_url), file=sys.stderr, flush=True)
-        if not is_loopback_host(args.host) and args.public_url is None:
-            log.warning(
-                "Demo mode bound to %s: only %s and its localhost twin are allowed origins; to open "
-                "the page from another address, give that address with --public-url",
-                args.host, demo.page_url,
-            )
+        _announce(demo, args)
     log.info(
         "Serving /api on http://%s:%s with %d worker(s) of %d threads",
         page_host, port, args.workers, args.threads,
@@ -158,12 +151,42 @@ def serve(args: argparse.Namespace) -> int:
         # connections per address would throttle everyone at once.
         per_address = args.per_address if settings.trusted_proxy_hops <= 1 else None
         guard = server.Guard(args.request_timeout, args.max_connections, per_address)
-        wrap = demo.wrap if demo is not None else None
+        wrap = None
+        if demo is not None:
+            wrap = demo.wrap
+            groups = [demo.take_port(groups[0])]  # the demo's one port: the stream, and serve behind
         server.run(groups, server.Plan(args.threads, args.demo, logs.configure, guard, wrap))
     finally:
         if demo is not None:
             demo.stop()
     return 0
+
+
+def _start_demo(args: argparse.Namespace, page_host: str, port: int) -> Any:
+    """The demo's emulator, started, with the settings pointed at it; ImportError when the demo or
+    what it needs is missing."""
+    from demo import Variant, start_demo
+
+    variant = Variant(args.demo_enhanced_auth, args.demo_wrong_region, args.demo_token_ttl)
+    return start_demo(page_host, port, args.public_url, variant)
+
+
+def _demo_needs(error: ImportError) -> str:
+    """What a demo that could not be imported needs, in one line."""
+    if error.name in ("wsproto", "h11"):
+        return "--demo needs the demo's own packages: pip install -r requirements-demo.txt"
+    return "--demo needs the demo/ folder of the repository next to tokens/"
+
+
+def _announce(demo: Any, args: argparse.Namespace) -> None:
+    print(DEMO_BANNER.format(url=demo.page_url), file=sys.stderr, flush=True)
+    log.info("%s", demo.bundle_note)
+    if not is_loopback_host(args.host) and args.public_url is None:
+        log.warning(
+            "Demo mode bound to %s: only %s and its localhost twin are allowed origins; to open "
+            "the page from another address, give that address with --public-url",
+            args.host, demo.page_url,
+        )
 
 
 def _workers(args: argparse.Namespace) -> int:

@@ -6,12 +6,18 @@
  *     element: document.getElementById('webchat'),
  *     client: DirectLineTokenClient.create({ serviceUrl: '' }),
  *     replayHistory: true,             // after a reload, show the whole conversation again
+ *     webSocket: true,                 // Web Chat's default transport; false polls every second
  *     onStatus: function (text) {},    // "Connecting…", "Connected.", …
  *     onError: function (code, message) {}
  *   });
  *
  * It remembers the watermark after every activity, and when the token expires while the page is
  * open (a laptop that slept) it resumes the same conversation in place, through the service.
+ *
+ *   DirectLineChat.loadWebChat({ src: '…/webchat.js', integrity: 'sha384-…' })   // a Promise
+ *
+ * adds Web Chat's script to the page once, when it is first needed (the widget does so on the first
+ * click), and rejects when it cannot be loaded.
  */
 (function (global) {
   'use strict';
@@ -42,9 +48,10 @@
       var line = global.WebChat.createDirectLine({
         token: session.token,
         domain: session.domain,
-        // Polling: works through every proxy and with the demo's emulator. Azure's Direct Line
-        // also offers WebSockets (set true) for lower latency.
-        webSocket: false,
+        // Web Chat's default: Direct Line's WebSocket stream, pushed as soon as the bot answers.
+        // false polls every second instead (for networks that block WebSockets): slower, and one
+        // Direct Line call a second for each open tab.
+        webSocket: options.webSocket !== false,
         conversationId: session.conversationId,
         watermark: session.how !== 'new' && !options.replayHistory ? session.watermark : undefined
       });
@@ -122,5 +129,31 @@
     };
   }
 
-  global.DirectLineChat = { mount: mount };
+  var loading = null; // the one load of Web Chat's script, shared by every caller
+
+  function loadWebChat(source) {
+    if (global.WebChat) return Promise.resolve(global.WebChat);
+    if (loading) return loading;
+    loading = new Promise(function (resolve, reject) {
+      var script = global.document.createElement('script');
+      script.src = source.src;
+      if (source.integrity) {
+        script.integrity = source.integrity;
+        script.crossOrigin = 'anonymous'; // Subresource Integrity needs a CORS request
+      }
+      script.onload = function () {
+        if (global.WebChat) resolve(global.WebChat);
+        else reject(new Error('Web Chat loaded, but defined nothing.'));
+      };
+      script.onerror = function () {
+        loading = null; // a later try may work (the network came back)
+        script.remove();
+        reject(new Error('Web Chat could not be loaded.'));
+      };
+      global.document.head.appendChild(script);
+    });
+    return loading;
+  }
+
+  global.DirectLineChat = { mount: mount, loadWebChat: loadWebChat };
 })(typeof window !== 'undefined' ? window : globalThis);

@@ -1,18 +1,22 @@
 /*
  * token-client.js: gets Direct Line tokens for Web Chat from the token service, and keeps the
  * conversation across reloads and after its token expired. No dependencies; copy it into your site.
- * It defines window.DirectLineTokenClient.
+ *
+ *   <script src="token-client.js"></script>        defines window.DirectLineTokenClient
+ *   import { create } from './token-client.mjs';   the same, as an ES module
+ *   const { create } = require('./token-client.js'); CommonJS (Node, bundlers)
+ *   Types: token-client.d.ts (script, CommonJS) and token-client.d.mts (module).
  *
  *   const client = DirectLineTokenClient.create({ serviceUrl: '' });   // '' = same origin
  *   const s = await client.start();   // {token, domain, conversationId, watermark, how}
  *   const directLine = WebChat.createDirectLine({
- *     token: s.token, domain: s.domain, conversationId: s.conversationId, webSocket: false
+ *     token: s.token, domain: s.domain, conversationId: s.conversationId, watermark: s.watermark
  *   });
  *   // on every incoming activity: client.remember(directLine, activity)   (see chat.js)
  *
  * Options of create(): serviceUrl, userName (sent in anonymous mode), getIdentityToken (async,
- * returns the site's sign-in token for AUTH_MODE=jwt), storagePrefix, and for tests fetch, now,
- * localStorage, sessionStorage, BroadcastChannel.
+ * returns the site's sign-in token for AUTH_MODE=jwt), storagePrefix, and for tests and other hosts
+ * fetch, now, localStorage, sessionStorage, BroadcastChannel (null: no duplicate-tab check).
  *
  * start() decides what a page load costs, by what the tab holds:
  *   - a token with more than half of its life left: reused, no call to the service ("reused");
@@ -25,7 +29,8 @@
  *     a new conversation through /api/directline/token ("new"), for the same user (the handle or
  *     sign-in is sent again).
  *
- * What it stores, and where:
+ * What it stores, and where (prefix `directline-token` unless storagePrefix says otherwise; the
+ * README's short snippet uses the same `directline-token:userHandle`, so either can take over):
  *   localStorage   `<prefix>:userHandle`    the signed handle the service returns in anonymous mode;
  *                                           sending it back gets the same user id ("remember me"
  *                                           without a login), across tabs and browser restarts.
@@ -46,6 +51,7 @@
 (function (global) {
   'use strict';
 
+  var DEFAULT_PREFIX = 'directline-token';
   var EXPIRY_MARGIN_MS = 30 * 1000; // a token this close to its end may die before the page uses it
   // (or a tenth of its life, for tokens shorter than five minutes: the demo's, made to expire fast)
   var CLAIM_WAIT_MS = 100; // how long a tab waits for another tab to say it holds the conversation
@@ -61,22 +67,29 @@
     }
   }
 
-  // Storage can be missing or throw (privacy modes, disabled cookies): then keep things in memory.
+  // Storage can be missing, or refuse to read or write (privacy modes, disabled cookies, a full
+  // quota): then what could not be stored is kept in memory for the life of the page, and read back
+  // from there, so the page still reconnects as the same user and conversation until it is closed.
   function safeStorage(storage) {
     var memory = {};
     return {
       get: function (key) {
+        if (Object.prototype.hasOwnProperty.call(memory, key)) return memory[key];
         try {
-          return storage ? storage.getItem(key) : memory[key] || null;
+          return storage ? storage.getItem(key) : null;
         } catch (_) {
-          return memory[key] || null;
+          return null;
         }
       },
       set: function (key, value) {
         try {
-          if (storage) return storage.setItem(key, value);
+          if (storage) {
+            storage.setItem(key, value);
+            delete memory[key]; // stored for real: the storage is the one copy
+            return;
+          }
         } catch (_) {
-          /* fall through to memory */
+          /* refused: keep it in memory below */
         }
         memory[key] = value;
       },
@@ -132,12 +145,13 @@
   function create(options) {
     options = options || {};
     var serviceUrl = (options.serviceUrl || '').replace(/\/+$/, '');
-    var prefix = options.storagePrefix || 'directline-token';
+    var prefix = options.storagePrefix || DEFAULT_PREFIX;
     var now = options.now || Date.now;
     var fetchFn = options.fetch || global.fetch.bind(global);
     var local = safeStorage(options.localStorage || global.localStorage);
     var session = safeStorage(options.sessionStorage || global.sessionStorage);
-    var Channel = options.BroadcastChannel || global.BroadcastChannel;
+    // null turns the duplicate-tab check off (a test, or a host without BroadcastChannel).
+    var Channel = 'BroadcastChannel' in options ? options.BroadcastChannel : global.BroadcastChannel;
     var HANDLE = prefix + ':userHandle';
     var CONVERSATION = prefix + ':conversation';
     var channel = Channel ? new Channel(prefix) : null;
@@ -335,11 +349,22 @@
         session.remove(CONVERSATION);
         local.remove(HANDLE);
         held = null;
+      },
+
+      /** Stop listening to other tabs (a page that unmounts its chat). */
+      close: function () {
+        if (channel) channel.close();
+        channel = null;
       }
     };
   }
 
-  var api = { create: create, ServiceError: ServiceError, watermarkFromId: watermarkFromId };
+  var api = {
+    create: create,
+    ServiceError: ServiceError,
+    watermarkFromId: watermarkFromId,
+    HANDLE_KEY: DEFAULT_PREFIX + ':userHandle' // where the user handle lives with the default prefix
+  };
   if (typeof module === 'object' && module.exports) module.exports = api;
   global.DirectLineTokenClient = api;
 })(typeof window !== 'undefined' ? window : globalThis);
