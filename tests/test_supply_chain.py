@@ -121,7 +121,9 @@ def test_only_the_app_is_deployed() -> None:
     """.funcignore keeps everything that is not the app out of the package sent to Azure: the demo's
     emulator, the tests, benchmarks, docs, the sample page and local settings."""
     ignored = {line.strip() for line in (ROOT / ".funcignore").read_text().splitlines()}
-    assert {"demo/", "tests/", "benchmarks/", "docs/", "web/", "local.settings.json", ".env", ".venv/"} <= ignored
+    assert {
+        "demo/", "requirements-demo.txt", "tests/", "benchmarks/", "docs/", "web/", "local.settings.json", ".env", ".venv/"
+    } <= ignored
     deployed = {path.name for path in ROOT.iterdir()} - {entry.rstrip("/") for entry in ignored}
     assert {"function_app.py", "host.json", "requirements.txt", "tokens"} <= deployed
 
