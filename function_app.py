@@ -7,13 +7,10 @@ key would protect nothing. The allow-list of origins, the caller's identity and 
 protect the endpoint instead (see docs/security.md).
 """
 
-import os
-
 import azure.functions as func
 
 from tokens import routes
 from tokens.http import Request
-from tokens.settings import DEFAULT_WARMUP_SCHEDULE, is_ncrontab
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
@@ -50,20 +47,10 @@ def health(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     return answer("health", req, context)
 
 
-def warmup_schedule() -> str:
-    # Read before the settings are: the host needs the schedule when it indexes the functions. An
-    # invalid one is reported by the settings check; the timer keeps the default meanwhile. A
-    # .env (local runs only) counts here as it does for every other setting.
-    schedule = os.environ.get("WARMUP_SCHEDULE")
-    if schedule is None:  # always set in Azure (infra/); the files are for local runs only
-        from tokens.localfiles import read_local_files
-
-        schedule = read_local_files(local_settings_json=False).value("WARMUP_SCHEDULE", {})
-    schedule = schedule.strip()
-    return schedule if is_ncrontab(schedule) else DEFAULT_WARMUP_SCHEDULE
-
-
 # The schedule monitor (the default) is what lets the host report a past-due tick.
-@app.timer_trigger(schedule=warmup_schedule(), arg_name="timer", run_on_startup=False)
+# The host reads the schedule when it indexes the functions: the process's settings are read here,
+# once, and never make this import fail (an invalid schedule is a problem health reports, and the
+# timer keeps the default meanwhile).
+@app.timer_trigger(schedule=routes.timer_schedule(), arg_name="timer", run_on_startup=False)
 def warmup_timer(timer: func.TimerRequest) -> None:
     routes.service().warm_up(past_due=timer.past_due)

@@ -63,6 +63,7 @@ class IdentityProvider:
         self.hang_seconds = 0.0  # > 0: take each request, then answer nothing for this long
         self.status = 200
         self.jwks_uri: str | None = None  # what discovery advertises; None: this server's /jwks
+        self.raw_jwks: bytes | None = None  # served verbatim at /jwks instead of the published keys
         self._lock = threading.Lock()
         self._stop = threading.Event()
         provider = self
@@ -99,14 +100,19 @@ class IdentityProvider:
         if path == CONFIG_PATH:
             document = {"issuer": self.issuer, "jwks_uri": self.jwks_uri or self.jwks_url}
             self._send(handler, self.status, document)
+        elif path == JWKS_PATH and self.raw_jwks is not None:
+            self._send_raw(handler, self.status, self.raw_jwks)
         elif path == JWKS_PATH:
             self._send(handler, self.status, {"keys": [key.jwk() for key in keys]})
         else:
             self._send(handler, 404, {"error": "not found"})
 
+    @classmethod
+    def _send(cls, handler: BaseHTTPRequestHandler, status: int, document: dict[str, Any]) -> None:
+        cls._send_raw(handler, status, json.dumps(document).encode())
+
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, document: dict[str, Any]) -> None:
-        body = json.dumps(document).encode()
+    def _send_raw(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(body)))

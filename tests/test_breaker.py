@@ -91,3 +91,27 @@ def test_each_change_of_state_is_logged(caplog: pytest.LogCaptureFixture) -> Non
     assert [message.split(":")[0] for message in messages] == [
         "Direct Line circuit open", "Direct Line circuit half-open", "Direct Line circuit closed",
     ]
+
+
+def test_a_guarded_call_ended_by_an_unexpected_exception_releases_the_probe_as_a_failure() -> None:
+    clock = FakeClock()
+    breaker = opened(clock)
+    clock.advance(10)
+    with pytest.raises(OSError), breaker.guarded():  # the probe, ended by what nobody foresaw
+        raise OSError("no CA bundle at that path")
+    assert refused_for(breaker) == 20  # open again, twice as long: the probe was released
+    clock.advance(20)
+    with breaker.guarded() as call:  # the next probe goes through, and succeeds
+        call.up = True
+    assert breaker.available
+
+
+def test_a_guarded_call_refused_while_open_counts_as_nothing() -> None:
+    clock = FakeClock()
+    breaker = opened(clock)
+    with pytest.raises(UpstreamUnavailable), breaker.guarded():
+        raise AssertionError("not reached: the breaker refuses before the call")
+    clock.advance(10)
+    with breaker.guarded() as call:
+        call.up = True
+    assert breaker.available

@@ -232,6 +232,21 @@ def test_live_reports_a_silent_endpoint_as_upstream_timeout(fake: FakeDirectLine
     assert result.stderr.startswith("upstream_timeout:")
 
 
+def test_an_unreadable_ca_bundle_is_a_problem_of_check_not_a_traceback_of_check_live(
+    fake: FakeDirectLine, tmp_path: Path
+) -> None:
+    env = {
+        "DIRECT_LINE_SECRET": FAKE_SECRET, "DIRECT_LINE_ENDPOINT": fake.base_url, "ALLOWED_ORIGINS": ORIGINS,
+        "REQUESTS_CA_BUNDLE": str(tmp_path / "gone.pem"),
+    }
+    result = _check(env, tmp_path, "--live")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "REQUESTS_CA_BUNDLE: it cannot be used to verify TLS: there is no file at that path"
+    )
+    assert fake.requests == []
+
+
 def test_live_is_not_tried_when_the_settings_are_invalid(fake: FakeDirectLine, tmp_path: Path) -> None:
     env = {"DIRECT_LINE_SECRET": FAKE_SECRET, "DIRECT_LINE_ENDPOINT": fake.base_url}  # no origins
     assert _check(env, tmp_path, "--live").returncode == 1

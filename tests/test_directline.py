@@ -197,19 +197,18 @@ def test_a_strange_retry_after_never_breaks_the_answer(
     assert retry_after is None or 1 <= int(retry_after) <= 60
 
 
-def test_tls_to_direct_line_is_verified_against_the_configured_bundle_once_per_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_tls_to_direct_line_is_verified_against_the_settings_bundle_once_per_process(tmp_path: Path) -> None:
     certs = make_certificate(tmp_path)
     upstream = FakeDirectLine(tls=certs)
+    bundle = str(certs.ca_bundle)
     try:
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certs.ca_bundle))
-        client = DirectLineClient(upstream.base_url, SECRET, 5.0, session=new_session(upstream.base_url, 2))
+        session = new_session(upstream.base_url, 2, ca_bundle=bundle)
+        client = DirectLineClient(upstream.base_url, SECRET, 5.0, session=session)
         first = client.generate({"id": "dl_a"}, []).answer
         client.session.close()  # the next call opens a new connection: verified with the same store
         assert client.generate({"id": "dl_b"}, []).answer["token"] != first["token"]
-        assert trust.context() is trust.context()
-        monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # certifi's roots do not know the fake's certificate
+        assert trust.context(bundle) is trust.context(bundle)
+        # certifi's roots (the default) do not know the fake's certificate
         stranger = DirectLineClient(upstream.base_url, SECRET, 5.0, session=new_session(upstream.base_url, 2))
         with pytest.raises(UpstreamUnavailable):
             stranger.generate({"id": "dl_c"}, [])
@@ -348,4 +347,30 @@ def test_a_reconnect_refused_with_400_is_resume_unavailable(fake: FakeDirectLine
     fake.enhanced_auth = True
     with pytest.raises(ResumeUnavailable):
         client.reconnect(conversation)
+    assert client.breaker.available
+
+
+def test_an_exception_nobody_foresaw_is_503_and_the_breaker_recovers_after_it(
+    fake: FakeDirectLine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain OSError from requests (a CA bundle path that vanished) used to leave the half-open probe
+    taken for good: every later call 503 until restart."""
+    clock = FakeClock()
+    client = DirectLineClient(fake.base_url, SECRET, 2.0, breaker=Breaker(clock=clock), clock=clock)
+    real_send = client.session.send
+
+    def broken_send(*args: object, **kwargs: object) -> object:
+        raise OSError("Could not find a suitable TLS CA certificate bundle")
+
+    monkeypatch.setattr(client.session, "send", broken_send)
+    for _ in range(5):
+        with pytest.raises(UpstreamUnavailable):
+            client.generate({"id": "dl_a"}, [])
+    assert not client.breaker.available
+    clock.advance(10)
+    with pytest.raises(UpstreamUnavailable):  # the probe meets the same failure
+        client.generate({"id": "dl_a"}, [])
+    monkeypatch.setattr(client.session, "send", real_send)
+    clock.advance(20)
+    assert client.generate({"id": "dl_a"}, []).answer["token"]  # the next probe closes it
     assert client.breaker.available

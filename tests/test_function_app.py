@@ -176,3 +176,29 @@ def test_timer_pings_the_warmup_url_and_never_raises(
     assert "past due" in caplog.text
     assert "Warm-up ping failed" in caplog.text
     assert configured.requests == []  # never Direct Line
+
+
+@pytest.mark.parametrize("schedule", ["0 */5 * * * \u00b2", "every five minutes", "0 99 * * * *"])
+def test_an_invalid_schedule_never_stops_the_functions_being_indexed(schedule: str) -> None:
+    """A "²" in WARMUP_SCHEDULE used to crash the import, and Azure would load no function at all."""
+    env = {"WARMUP_SCHEDULE": schedule, "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", _PRINT_TIMER_SCHEDULE], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0 */5 * * * *"
+    assert "Invalid setting WARMUP_SCHEDULE" in out.stderr
+
+
+def test_an_invalid_schedule_is_reported_by_health(configured: FakeDirectLine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARMUP_SCHEDULE", "0 */5 * * * \u00b2")
+    routes.reset()
+    response = _call("health", "GET")
+    assert response.status_code == 503
+    assert json.loads(response.get_body())["problems"] == ["WARMUP_SCHEDULE"]
+
+
+def test_the_settings_are_read_once_for_the_timer_and_the_functions(configured: FakeDirectLine) -> None:
+    """The schedule and the service come from one reading of the environment."""
+    routes.reset()
+    first = routes.settings()
+    routes.timer_schedule()
+    routes.service()
+    assert routes.settings() is first

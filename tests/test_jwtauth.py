@@ -332,6 +332,21 @@ def test_after_a_failed_fetch_callers_get_503_at_once_without_refetching(
     assert idp.jwks_hits == 1
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b'{"keys": ' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"keys": [], "keys": []}', b'{"keys": NaN}', b"[]"],
+    ids=["nested deeper than the recursion limit", "a duplicate key", "NaN", "not an object"],
+)
+def test_a_key_set_that_is_not_strict_json_is_503_and_is_not_refetched_for_every_caller(
+    body: bytes, service: TokenService, idp: IdentityProvider, audit: AuditLog
+) -> None:
+    idp.raw_jwks = body
+    answers = [ask(service, KEY.sign(claims())) for _ in range(3)]
+    assert [(a.status, payload(a)["error"]["code"]) for a in answers] == [(503, "upstream_unavailable")] * 3
+    assert idp.jwks_hits == 1
+    assert [record["reason"] for record in audit.records] == ["upstream_unavailable"] * 3
+
+
 def test_key_server_error_status_is_503(service: TokenService, idp: IdentityProvider) -> None:
     idp.status = 500
     assert ask(service, KEY.sign(claims())).status == 503

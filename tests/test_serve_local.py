@@ -184,6 +184,31 @@ def test_serve_on_every_ipv6_address_names_an_address_it_answers_on(tmp_path: Pa
         stop_process(process)
 
 
+# -- the settings, read once ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_unreadable_ca_bundle_is_one_named_problem_however_many_workers(tmp_path: Path, workers: str) -> None:
+    env = {"DIRECT_LINE_SECRET": SECRET, "REQUESTS_CA_BUNDLE": str(tmp_path / "gone.pem"), "ALLOWED_ORIGINS": ALLOWED}
+    done = _serve(tmp_path, "--port", "0", "--workers", workers, env=env)
+    assert done.returncode == 1
+    problems = [line for line in done.stderr.splitlines() if "Invalid setting" in line]
+    assert len(problems) == 1
+    assert "REQUESTS_CA_BUNDLE: it cannot be used to verify TLS: there is no file at that path" in problems[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_two_workers_warn_once_of_what_the_settings_say(fake_upstream: FakeDirectLine, tmp_path: Path) -> None:
+    env = {"DIRECT_LINE_SECRET": SECRET, "DIRECT_LINE_ENDPOINT": fake_upstream.base_url, "TRUSTED_PROXY_HOPS": "0"}
+    with served(env, tmp_path, workers=2) as app:
+        for _ in range(4):  # the requests reach both workers
+            requests.get(f"{app.base_url}/api/health", timeout=10)
+        log = app.log_text()
+    assert log.count("ALLOWED_ORIGINS: is empty") == 1
+    # serve knows each connection's address: TRUSTED_PROXY_HOPS=0 is fine here, and not warned of.
+    assert "TRUSTED_PROXY_HOPS" not in log
+
+
 # -- the demo's variants, for trying the page's behaviour by hand -------------------------------------
 
 

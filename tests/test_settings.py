@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -302,6 +303,18 @@ def test_a_copilot_studio_token_url_is_named_with_what_to_use_instead(url: str) 
     assert "https://europe.directline.botframework.com/v3/directline" in message
 
 
+@pytest.mark.parametrize("schedule", ["0 */5 * * * ²", "0 */² * * * *", "0 ⁵ * * * *", "\u0660 */5 * * * *"])
+def test_a_schedule_with_digits_that_are_not_ascii_is_a_problem_not_a_crash(schedule: str) -> None:
+    assert not is_ncrontab(schedule)
+    assert set(_problems(WARMUP_SCHEDULE=schedule)) == {"WARMUP_SCHEDULE"}
+
+
+def test_an_ipv4_mapped_loopback_endpoint_means_the_same_on_every_python() -> None:
+    """Python 3.13 reads ::ffff:127.0.0.1 as loopback, 3.11 and 3.12 did not."""
+    endpoint = "http://[::ffff:127.0.0.1]:7000/v3/directline"
+    assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "DIRECT_LINE_ENDPOINT": endpoint}).direct_line_endpoint == endpoint
+
+
 def test_ipv6_callers_are_counted_by_their_64_by_default_and_a_wider_network_on_request() -> None:
     assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET}).rate_limit_ipv6_prefix == 64
     assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "RATE_LIMIT_IPV6_PREFIX": "48"}).rate_limit_ipv6_prefix == 48
@@ -441,3 +454,50 @@ def test_the_function_app_leaves_local_settings_json_to_core_tools_and_reads_dot
     )
     (no_settings_in_environment / ".env").write_text(f"DIRECT_LINE_SECRET={SECRET}\n")
     assert load_settings().direct_line_secret == SECRET
+
+
+@pytest.mark.parametrize(("text", "stored"), [("REDIS://cache:6379", "redis://cache:6379"), ("Memory://", "memory://")])
+def test_the_storage_url_scheme_is_read_in_any_case_and_kept_in_lower_case(text: str, stored: str) -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "RATE_LIMIT_STORAGE": text})
+    assert settings.rate_limit_storage == stored
+
+
+def test_serve_runs_a_worker_per_cpu_for_a_redis_url_in_capitals() -> None:
+    """The worker count comes from the settings, not from a second, case-sensitive reading."""
+    import os
+
+    from tokens.__main__ import default_workers
+
+    shared = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "RATE_LIMIT_STORAGE": "REDIS://cache:6379"})
+    assert default_workers(shared) == (os.cpu_count() or 1)
+    assert default_workers(Settings.from_env({"DIRECT_LINE_SECRET": SECRET})) == 1
+
+
+def test_the_ca_bundle_is_requests_own_choice_and_is_loaded_with_the_settings(tmp_path: Path) -> None:
+    from tests.certs import make_certificate
+    from tokens import trust
+
+    certs = make_certificate(tmp_path)
+    bundle = str(certs.ca_bundle)
+    assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "CURL_CA_BUNDLE": bundle}).ca_bundle == bundle
+    both = {"DIRECT_LINE_SECRET": SECRET, "REQUESTS_CA_BUNDLE": bundle, "CURL_CA_BUNDLE": "/elsewhere"}
+    assert Settings.from_env(both).ca_bundle == bundle
+    assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET}).ca_bundle == trust.default_bundle()
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda tmp: tmp / "missing.pem", "there is no file at that path"),
+        (lambda tmp: tmp, "it is a directory"),
+        (lambda tmp: (tmp / "junk.pem", (tmp / "junk.pem").write_text("not a certificate"))[0], "no usable PEM certificates"),
+    ],
+    ids=["missing", "a directory", "not certificates"],
+)
+def test_an_unusable_ca_bundle_is_one_problem_named_after_its_setting(
+    tmp_path: Path, make: Any, why: str
+) -> None:
+    problems = _problems(REQUESTS_CA_BUNDLE=str(make(tmp_path)))
+    assert set(problems) == {"REQUESTS_CA_BUNDLE"}
+    assert why in problems["REQUESTS_CA_BUNDLE"]
+    assert str(tmp_path) not in problems["REQUESTS_CA_BUNDLE"]

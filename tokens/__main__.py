@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import io
 import ipaddress
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tokens.localfiles import read_local_files
+from tokens.localfiles import LocalFiles, read_local_files
 from tokens.settings import (
     SETTINGS,
     Settings,
@@ -21,6 +23,7 @@ from tokens.settings import (
     browser_problems,
     is_loopback_host,
     load_settings,
+    log_loaded,
 )
 
 DEMO_BANNER = """
@@ -91,75 +94,86 @@ def _url_host(host: str) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import threading
-
-    from tokens import logs, server, trust
+    from tokens import logs, server
 
     logging.basicConfig(level=logging.INFO, handlers=[logs.stderr_handler()], force=True)
-    # Now, not only when the settings are validated: the demo and the worker count read them first.
     local = read_local_files()
-    local.apply(os.environ)
     misplaced = None if args.demo else _demo_option_given(args)
     if misplaced is not None:
         hint = "; otherwise set ALLOWED_ORIGINS to the page's origin" if misplaced == "--public-url" else ""
         log.error("%s is for --demo%s", misplaced, hint)
         return 1
-    args.workers = _workers(args)
-    try:
-        groups = server.listeners(args.host, args.port, args.workers)
-    except OSError as error:
-        log.error("Cannot listen on %s port %s: %s", args.host, args.port, error.strerror or error)
-        return 1
-    port = groups[0][0].getsockname()[1]
-    # The trust store takes a while to parse, and the first request needs it: start now, on a thread
-    # of its own; or before the workers fork, so that each starts with it (a fork must not copy a
-    # thread's half-done work).
-    if args.workers == 1:
-        # Not a daemon: on an early return (invalid settings) the interpreter must wait for it, since
-        # a thread still inside OpenSSL while Python shuts down can crash it (a segfault, exit 139).
-        threading.Thread(target=trust.context, name="trust-store").start()
-    else:
-        trust.context()
-    page_host = _url_host(_callable_at(args.host))
-    demo = None
-    if args.demo:
-        try:
-            demo = _start_demo(args, page_host, port)
-        except ImportError as error:
-            log.error("%s", _demo_needs(error))
+    with contextlib.ExitStack() as cleanup:
+        demo = None
+        groups: list[list[socket.socket]] = []
+        if args.demo:
+            # The demo's settings point at its emulator, which must know the page's port first.
+            found = _listen(args, 1, cleanup)
+            if found is None:
+                return 1
+            groups = found
+            try:
+                demo = _start_demo(args, _page_host(args), groups[0][0].getsockname()[1])
+            except ImportError as error:
+                log.error("%s", _demo_needs(error))
+                return 1
+            cleanup.callback(demo.stop)
+        # Read once, here; the workers are handed these, and read no environment of their own.
+        loaded = _settings(local)
+        if isinstance(loaded, SettingsError):
+            log_loaded(loaded, peer_known=True)
             return 1
-    try:
-        settings = load_settings(local=local)
-    except SettingsError as error:
-        for problem in error.problems:
-            log.error("Invalid setting %s", problem)
+        if demo is None:
+            found = _listen(args, args.workers or default_workers(loaded), cleanup)
+            if found is None:
+                return 1
+            groups = found
+        log_loaded(loaded, peer_known=True)
+        workers = len(groups)
+        _warn_about_workers(loaded, workers)
         if demo is not None:
-            demo.stop()
-        for sockets in groups:
-            for sock in sockets:
-                sock.close()
-        return 1
-    _warn_about(settings, args.workers)
-    if demo is not None:
-        _announce(demo, args)
-    log.info(
-        "Serving /api on http://%s:%s with %d worker(s) of %d threads",
-        page_host, port, args.workers, args.threads,
-    )
-    try:
+            _announce(demo, args)
+        log.info(
+            "Serving /api on http://%s:%s with %d worker(s) of %d threads",
+            _page_host(args), groups[0][0].getsockname()[1], workers, args.threads,
+        )
         # Behind a proxy (more than one trusted hop) every connection comes from the proxy: counting
         # connections per address would throttle everyone at once.
-        per_address = args.per_address if settings.trusted_proxy_hops <= 1 else None
+        per_address = args.per_address if loaded.trusted_proxy_hops <= 1 else None
         guard = server.Guard(args.request_timeout, args.max_connections, per_address)
         wrap = None
         if demo is not None:
             wrap = demo.wrap
             groups = [demo.take_port(groups[0])]  # the demo's one port: the stream, and serve behind
-        server.run(groups, server.Plan(args.threads, args.demo, logs.configure, guard, wrap))
-    finally:
-        if demo is not None:
-            demo.stop()
+        server.run(groups, server.Plan(args.threads, args.demo, logs.configure, guard, loaded, wrap))
     return 0
+
+
+def _settings(local: LocalFiles) -> Settings | SettingsError:
+    try:
+        return load_settings(local=local)
+    except SettingsError as error:
+        return error
+
+
+def _listen(
+    args: argparse.Namespace, workers: int, cleanup: contextlib.ExitStack
+) -> list[list[socket.socket]] | None:
+    """Listening sockets for each worker, closed when serve ends; None (said why) when the port is taken."""
+    from tokens import server
+
+    try:
+        groups = server.listeners(args.host, args.port, workers)
+    except OSError as error:
+        log.error("Cannot listen on %s port %s: %s", args.host, args.port, error.strerror or error)
+        return None
+    for sock in {sock for sockets in groups for sock in sockets}:
+        cleanup.callback(sock.close)
+    return groups
+
+
+def _page_host(args: argparse.Namespace) -> str:
+    return _url_host(_callable_at(args.host))
 
 
 def _start_demo(args: argparse.Namespace, page_host: str, port: int) -> Any:
@@ -189,20 +203,13 @@ def _announce(demo: Any, args: argparse.Namespace) -> None:
         )
 
 
-def _workers(args: argparse.Namespace) -> int:
-    """As asked; else one per CPU where the rate limits are shared in Redis, one where they are not."""
-    if args.demo:
-        return 1  # the emulator runs in this process
-    if args.workers is not None:
-        return int(args.workers)
-    shared = os.environ.get("RATE_LIMIT_STORAGE", "").strip().startswith(("redis://", "rediss://"))
-    return (os.cpu_count() or 1) if shared else 1
+def default_workers(settings: Settings) -> int:
+    """One process per CPU where the rate limits are shared in Redis, one where they are not (each
+    process would count on its own)."""
+    return (os.cpu_count() or 1) if settings.rate_limit_storage != "memory://" else 1
 
 
-def _warn_about(settings: Settings, workers: int) -> None:
-    """Valid settings that still deserve a line at start-up."""
-    for problem in browser_problems(settings):
-        log.warning("Setting %s", problem)
+def _warn_about_workers(settings: Settings, workers: int) -> None:
     if workers > 1 and settings.rate_limit_storage == "memory://":
         log.warning(
             "%d workers with RATE_LIMIT_STORAGE=memory://: each worker counts on its own, so a caller "

@@ -15,15 +15,25 @@ that minute. Answers that show Direct Line is up (a token, a refused secret, thr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tokens.errors import UpstreamUnavailable
 
 log = logging.getLogger("tokens.breaker")
+
+
+class Call:
+    """What one guarded call found: `up` once Direct Line has answered (whatever it answered)."""
+
+    __slots__ = ("up",)
+
+    def __init__(self) -> None:
+        self.up = False
 
 
 class Breaker:
@@ -49,6 +59,21 @@ class Breaker:
     def available(self) -> bool:
         """False while the breaker is open or probing: what /api/health reports."""
         return self._open_until is None
+
+    @contextlib.contextmanager
+    def guarded(self) -> Iterator[Call]:
+        """One call to Direct Line: refused at once while open (UpstreamUnavailable); afterwards a
+        success when the caller set `up`, else a failure, whatever ended the call (an exception of
+        any kind included), so that a probe is never left taken."""
+        self.before_call()
+        call = Call()
+        try:
+            yield call
+        finally:
+            if call.up:
+                self.succeeded()
+            else:
+                self.failed()
 
     def before_call(self) -> None:
         """UpstreamUnavailable at once while open, except for the one probe after the pause."""

@@ -45,7 +45,7 @@ from tokens.errors import (
 )
 from tokens.netio import AnswerTooLarge, DeadlinePassed, read_bounded
 from tokens.notices import Notice
-from tokens.settings import DIRECT_LINE_ENDPOINTS
+from tokens.settings import DEFAULT_CONCURRENCY, DIRECT_LINE_ENDPOINTS
 
 log = logging.getLogger("tokens.directline")
 
@@ -91,17 +91,24 @@ class _LoadedTrust(HTTPAdapter):
     requests does it, urllib3 parses the whole bundle again for every new connection (about 20 ms
     here): a cold start's first token and every connection the pool adds would pay it."""
 
+    def __init__(self, ca_bundle: str, **options: Any) -> None:
+        self._ca_bundle = ca_bundle  # before HTTPAdapter.__init__, which builds the pool manager
+        super().__init__(**options)
+
     def init_poolmanager(self, *args: Any, **options: Any) -> None:
-        super().init_poolmanager(*args, **options, ssl_context=trust.context())
+        super().init_poolmanager(*args, **options, ssl_context=trust.context(self._ca_bundle))
 
     def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
         super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]  # untyped in the stubs
         conn.ca_certs = conn.ca_cert_dir = None  # already in the context: not to be loaded again
 
 
-def new_session(endpoint: str, pool_size: int = 32) -> requests.Session:
+def new_session(
+    endpoint: str, pool_size: int = DEFAULT_CONCURRENCY, ca_bundle: str | None = None
+) -> requests.Session:
     """A pooled session keeping up to `pool_size` connections (one per thread that may call at
-    once: a connection made beyond it is closed after use and costs a TLS handshake each time)."""
+    once: a connection made beyond it is closed after use and costs a TLS handshake each time),
+    trusting `ca_bundle` (the settings' one; certifi's by default)."""
     session = requests.Session()
     # Read proxies and the CA bundle once: with trust_env, requests re-reads the whole environment
     # (and ~/.netrc) on every call, and a ~/.netrc entry for the host would replace our
@@ -109,7 +116,8 @@ def new_session(endpoint: str, pool_size: int = 32) -> requests.Session:
     session.trust_env = False
     session.proxies = requests.utils.get_environ_proxies(endpoint)  # honours NO_PROXY
     # requests' own retries would ignore our deadline, so they are off; ours are explicit.
-    adapter = _LoadedTrust(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    bundle = ca_bundle or trust.default_bundle()
+    adapter = _LoadedTrust(bundle, pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = USER_AGENT
@@ -201,33 +209,39 @@ class DirectLineClient:
         on_rejected: OnRejected,
     ) -> Minted:
         """One call, with each credential in turn while Direct Line refuses the one before; the
-        breaker hears of the call once, whatever happened."""
-        self.breaker.before_call()
-        deadline = self._clock() + self.timeout
-        try:
-            payload = None if body is None else json.dumps(body).encode()
-            minted = self._with_each_credential(
-                self._template(method, path), credentials, payload, on_rejected=on_rejected, deadline=deadline
-            )
-        except _Retryable as failure:  # connection failures and 5xx, after the retry
-            self.breaker.failed()
-            raise failure.error from failure.__cause__
-        except UpstreamTimeout:
-            self.breaker.failed()
-            raise
-        except ServiceError as error:  # Direct Line answered, if not as hoped: it is up
-            self.breaker.succeeded()
-            if isinstance(error, WrongRegion):
-                self._wrong_region.write(
-                    "Direct Line answered RegionNotAllowed: the bot's Direct Line lives in another region "
-                    "than DIRECT_LINE_ENDPOINT (%s) serves. Set DIRECT_LINE_ENDPOINT to the endpoint of "
-                    "the bot's region: %s",
-                    self.endpoint,
-                    ", ".join(DIRECT_LINE_ENDPOINTS),
+        breaker hears of the call once, whatever happened, and whatever happened leaves as one of the
+        service's errors."""
+        with self.breaker.guarded() as call:
+            deadline = self._clock() + self.timeout
+            try:
+                payload = None if body is None else json.dumps(body).encode()
+                template = self._template(method, path)
+                minted = self._with_each_credential(
+                    template, credentials, payload, on_rejected=on_rejected, deadline=deadline
                 )
-            raise
-        self.breaker.succeeded()
-        return minted
+            except _Retryable as failure:  # connection failures and 5xx, after the retry
+                raise failure.error from failure.__cause__
+            except UpstreamTimeout:
+                raise
+            except ServiceError as error:  # Direct Line answered, if not as hoped: it is up
+                call.up = True
+                if isinstance(error, WrongRegion):
+                    self._log_wrong_region()
+                raise
+            except Exception as exc:  # a failure nobody foresaw (an unreadable CA bundle): still ours
+                log.error("Direct Line call failed unexpectedly: %s", type(exc).__name__)
+                raise UpstreamUnavailable() from exc
+            call.up = True
+            return minted
+
+    def _log_wrong_region(self) -> None:
+        self._wrong_region.write(
+            "Direct Line answered RegionNotAllowed: the bot's Direct Line lives in another region than "
+            "DIRECT_LINE_ENDPOINT (%s) serves. Set DIRECT_LINE_ENDPOINT to the endpoint of the bot's "
+            "region: %s",
+            self.endpoint,
+            ", ".join(DIRECT_LINE_ENDPOINTS),
+        )
 
     def _with_each_credential(
         self,

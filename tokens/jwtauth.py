@@ -5,7 +5,6 @@ sparingly. Imported only in this mode: PyJWT with `cryptography` costs a cold st
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -17,6 +16,7 @@ import jwt
 import requests
 import urllib3
 
+from tokens import strictjson
 from tokens.errors import Unauthorized, UpstreamUnavailable
 from tokens.identity import Caller, bearer_token, clean_name, signed_in, user_id_from_claim
 from tokens.netio import AnswerTooLarge, DeadlinePassed, read_bounded
@@ -26,6 +26,7 @@ log = logging.getLogger("tokens.identity")
 
 JWT_LEEWAY = 60
 MAX_KEY_SET_BYTES = 256 * 1024
+MAX_KEY_SET_DEPTH = 8  # {"keys": [{"x5c": ["…"]}]} is four deep; a key set deeper than this is not one
 
 
 class JwksCache:
@@ -116,18 +117,22 @@ class JwksCache:
         return now - self._fetched_at >= self._min_interval
 
     def _fetch(self) -> None:
+        """Fetch the key set; any failure whatever (a network error, a body that is not a key set,
+        one too deep to parse) backs off for `retry_after_failure` and is answered 503."""
         self.fetch_count += 1
+        fetched = False
         try:
             url = self._jwks_url or self._discover()
-            data = self._get_json(url)
-            key_set = jwt.PyJWKSet.from_dict(data)
-        except (requests.RequestException, ValueError, jwt.PyJWTError) as exc:
-            self._failed_at = self._clock()
+            key_set = jwt.PyJWKSet.from_dict(self._get_json(url))
+            fetched = True
+        except Exception as exc:
             log.error("Could not fetch the identity provider's signing keys: %s", type(exc).__name__)
             raise self._unavailable() from exc
+        finally:
+            # Set here whatever happened, so that no failure can leave every request refetching.
+            self._failed_at = None if fetched else self._clock()
         self._keys = {key.key_id: key for key in key_set.keys}
         self._fetched_at = self._clock()
-        self._failed_at = None
 
     def _unavailable(self) -> UpstreamUnavailable:
         """503 until the next fetch may be tried, with Retry-After saying when that is."""
@@ -156,7 +161,7 @@ class JwksCache:
                 raw = read_bounded(response, MAX_KEY_SET_BYTES, deadline, self._clock)
             except (AnswerTooLarge, DeadlinePassed, urllib3.exceptions.HTTPError, OSError) as exc:
                 raise ValueError(f"key set not read: {type(exc).__name__}") from exc
-        data = json.loads(raw)
+        data = strictjson.loads(raw, max_depth=MAX_KEY_SET_DEPTH)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return data
@@ -211,6 +216,13 @@ class JwtIdentity:
 
 
 def build_jwt_identity(settings: Settings) -> JwtIdentity:
-    hmac_mode = settings.jwt_algorithms[0].startswith("HS")
-    keys = None if hmac_mode else JwksCache(settings.jwks_url, settings.jwt_issuer)
+    keys = None
+    if not settings.jwt_shared_secret:
+        from tokens.directline import new_session
+
+        # The same trust store as Direct Line's (the settings' CA bundle), and the environment read
+        # once for proxies rather than on every fetch.
+        where = settings.jwks_url or settings.jwt_issuer or ""
+        session = new_session(where, pool_size=2, ca_bundle=settings.ca_bundle)
+        keys = JwksCache(settings.jwks_url, settings.jwt_issuer, session=session)
     return JwtIdentity(settings, keys)

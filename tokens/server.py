@@ -37,6 +37,7 @@ from tokens import routes
 from tokens.body import MAX_BODY_BYTES
 from tokens.errors import InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceError
 from tokens.http import Request, Response, error_response
+from tokens.settings import Settings
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -185,6 +186,7 @@ class Plan(NamedTuple):
     # process stops (flushing the logs).
     setup_process: Callable[[], Callable[[], None]]
     guard: Guard
+    settings: Settings  # read once, by the first process; the workers read no environment
     # The demo puts its emulator's browser routes in front of the application (one process only:
     # the demo is not pickled for other processes).
     wrap: Callable[[WSGIApplication], WSGIApplication] | None = None
@@ -262,7 +264,7 @@ def _worker(sockets: list[socket.socket], plan: Plan, parent: int) -> None:
 
 def _serve(sockets: list[socket.socket], plan: Plan) -> None:
     finish = plan.setup_process()
-    routes.configure(concurrency=plan.threads)
+    routes.configure(plan.threads, plan.settings)
     try:
         with _stop_on_signals():
             app: WSGIApplication = HostedApp(plan.serve_pages)

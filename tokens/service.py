@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -31,7 +30,14 @@ from tokens.http import Request, Response, error_response, json_response
 from tokens.identity import Identity, bearer_token, build_identity
 from tokens.notices import Notice
 from tokens.ratelimit import RateLimiter
-from tokens.settings import Problem, Settings, SettingsError, browser_problems, derive_handle_key
+from tokens.settings import (
+    DEFAULT_CONCURRENCY,
+    Problem,
+    Settings,
+    SettingsError,
+    browser_problems,
+    derive_handle_key,
+)
 from tokens.tickets import Tickets, check_owner
 
 log = logging.getLogger("tokens.service")
@@ -308,17 +314,16 @@ def _varies(response: Response) -> Response:
     return response
 
 
-
-
-def build_service(settings: Settings, *, concurrency: int = 32) -> TokenService:
+def build_service(settings: Settings, *, concurrency: int = DEFAULT_CONCURRENCY) -> TokenService:
     """The service for these settings; `concurrency` is how many requests may call Direct Line at
     once, so that its connection pool keeps one warm connection for each."""
+    endpoint = settings.direct_line_endpoint
     client = DirectLineClient(
-        settings.direct_line_endpoint,
+        endpoint,
         settings.direct_line_secret,
         settings.upstream_timeout,
         secondary=settings.direct_line_secret_secondary,
-        session=new_session(settings.direct_line_endpoint, pool_size=concurrency),
+        session=new_session(endpoint, pool_size=concurrency, ca_bundle=settings.ca_bundle),
     )
     # Counts of different bots sharing one Redis stay apart: the namespace is a digest of the key
     # derived from the secret (not the secret itself, and not reversible).
@@ -332,29 +337,12 @@ def build_service(settings: Settings, *, concurrency: int = 32) -> TokenService:
     return TokenService(settings, client, build_identity(settings), limiter, tickets)
 
 
-def service_from_env(*, concurrency: int = 32) -> Service:
-    """The process's service: built once from the settings, or a stand-in that reports them."""
-    from tokens.settings import load_settings
-
+def service_for(loaded: Settings | SettingsError, *, concurrency: int = DEFAULT_CONCURRENCY) -> Service:
+    """The process's service for the settings it read, or a stand-in that reports their problems."""
+    if isinstance(loaded, SettingsError):
+        return MisconfiguredService(loaded)
     try:
-        settings = load_settings()
-        if settings.auth_mode == "easyauth" and not os.environ.get("WEBSITE_SITE_NAME"):
-            log.warning(
-                "AUTH_MODE is easyauth outside App Service: X-MS-CLIENT-PRINCIPAL-* headers are "
-                "believed as sent; only do this behind a proxy that sets them itself"
-            )
-        for problem in browser_problems(settings):
-            log.warning("Setting %s", problem)
-        if settings.trusted_proxy_hops == 0:
-            log.warning(
-                "TRUSTED_PROXY_HOPS is 0: X-Forwarded-For is ignored and, where the host gives no peer "
-                "address (Azure Functions, hosted mode), every anonymous caller shares one allowance"
-            )
-        return build_service(settings, concurrency=concurrency)
-    except SettingsError as error:
-        for problem in error.problems:
-            log.error("Invalid setting %s", problem)
-        return MisconfiguredService(error)
+        return build_service(loaded, concurrency=concurrency)
     except Exception as exc:  # a value that validated but still cannot be used: fail loudly, audited
         log.error("The service could not start with these settings: %s", type(exc).__name__)
         return MisconfiguredService(SettingsError([Problem("STARTUP", type(exc).__name__)]))

@@ -35,6 +35,9 @@ ASYMMETRIC_ALGORITHMS = (
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 )
 MIN_KEY_BYTES = 32
+# How many requests one process answers at once, unless told (serve --threads): the Functions Python
+# worker's default thread pool on a small instance. Direct Line's connection pool keeps one each.
+DEFAULT_CONCURRENCY = 32
 _HANDLE_KEY_LABEL = b"directline-token-service/user-handle-key/v1"
 
 # Direct Line's global endpoint and those of its regions, as the log and `check` suggest them when
@@ -58,8 +61,12 @@ class Problem(NamedTuple):
 
 
 class SettingsError(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
+    """Every problem of the settings; `values` holds what did read (the defaults where a value did
+    not), for what must go on without valid settings, such as the timer's schedule."""
+
+    def __init__(self, problems: list[Problem], values: Mapping[str, Any] | None = None) -> None:
         self.problems = tuple(problems)
+        self.values: Mapping[str, Any] = dict(values or {})
         super().__init__("; ".join(str(problem) for problem in problems))
 
     @property
@@ -105,6 +112,9 @@ class Settings(NamedTuple):
     rate_limit_ipv6_prefix: int
     direct_line_enhanced_auth: bool
     direct_line_secret_secondary: str | None
+    # Read from the platform's and requests' own variables, not from the SPEC's table:
+    on_app_service: bool  # WEBSITE_SITE_NAME is set: the app runs in App Service or Functions
+    ca_bundle: str  # the CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or certifi's), loaded and valid
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -125,9 +135,15 @@ class Settings(NamedTuple):
             values[setting.field] = value
         _fill_derived(values, environ)
         problems += _check_together(values, environ)
+        problems += _check_ca_bundle(values, environ)
         if problems:
-            raise SettingsError(problems)
+            raise SettingsError(problems, values)
         return cls(**values)
+
+    @property
+    def jwt_shared_secret(self) -> bool:
+        """`jwt` tokens are signed with AUTH_JWT_SECRET (HS*) rather than keys from a JWKS."""
+        return signs_with_shared_secret(self.jwt_algorithms)
 
     def __repr__(self) -> str:
         fields = zip(self._fields, self, strict=True)
@@ -170,9 +186,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, local: LocalFiles
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as error:
-        raise SettingsError([*local.problems, *error.problems]) from None
+        raise SettingsError([*local.problems, *error.problems], error.values) from None
     if local.problems:
-        raise SettingsError(local.problems)
+        raise SettingsError(local.problems, settings._asdict())
     return settings
 
 
@@ -191,18 +207,53 @@ def browser_problems(settings: Settings) -> list[Problem]:
     ]
 
 
+def startup_warnings(settings: Settings, *, peer_known: bool) -> list[str]:
+    """Valid settings that still deserve a line when the process starts. `peer_known`: the host
+    gives the app the connection's address (hosted mode does; Azure Functions does not)."""
+    warnings = [f"Setting {problem}" for problem in browser_problems(settings)]
+    if settings.auth_mode == "easyauth" and not settings.on_app_service:
+        warnings.append(
+            "AUTH_MODE is easyauth outside App Service: X-MS-CLIENT-PRINCIPAL-* headers are believed as "
+            "sent; only do this behind a proxy that sets them itself"
+        )
+    if settings.trusted_proxy_hops == 0 and not peer_known:
+        warnings.append(
+            "TRUSTED_PROXY_HOPS is 0: X-Forwarded-For is ignored and this host gives no peer address, "
+            "so every anonymous caller shares one allowance"
+        )
+    return warnings
+
+
+def log_loaded(loaded: Settings | SettingsError, *, peer_known: bool) -> None:
+    """Say once, when a process has read its settings, what is wrong with them or surprising."""
+    import logging
+
+    log = logging.getLogger("tokens.settings")
+    if isinstance(loaded, SettingsError):
+        for problem in loaded.problems:
+            log.error("Invalid setting %s", problem)
+        return
+    for warning in startup_warnings(loaded, peer_known=peer_known):
+        log.warning("%s", warning)
+
+
 def derive_handle_key(secret: str) -> bytes:
     """A handle key tied to the secret, so that rotating the secret also retires old handles."""
     return hmac.new(secret.encode(), _HANDLE_KEY_LABEL, hashlib.sha256).digest()
 
 
 def is_loopback_host(host: str) -> bool:
+    """localhost, or a loopback address: an IPv4-mapped IPv6 one (`::ffff:127.0.0.1`) by the IPv4
+    address it maps, as Python 3.13 reads it and 3.11 and 3.12 do not, so that one setting means the
+    same on every supported Python."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
 
 
 def is_copilot_studio_token_url(host: str, path: str) -> bool:
@@ -288,10 +339,12 @@ def _split(text: str) -> SplitResult:
 
 
 def _storage(text: str) -> str | None:
-    if text == "memory://":
-        return text
+    if text.lower() == "memory://":
+        return "memory://"
     parts = _split(text)
-    return text if parts.scheme in ("redis", "rediss") and parts.hostname else None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        return None
+    return parts.scheme + text[len(parts.scheme) :]  # the scheme as everything else reads it: lower case
 
 
 def _http_url(text: str) -> str | None:
@@ -329,6 +382,11 @@ def _endpoint(text: str) -> str | None:
             f"query or fragment: {example}{DIRECT_LINE_PATH}"
         )
     return text.rstrip("/")
+
+
+def signs_with_shared_secret(algorithms: tuple[str, ...]) -> bool:
+    """The algorithms are of the HMAC family (a list is of one family only, see `_algorithms`)."""
+    return algorithms[0] in HMAC_ALGORITHMS
 
 
 def _algorithms(text: str) -> tuple[str, ...] | None:
@@ -464,6 +522,7 @@ def _fill_derived(values: dict[str, Any], environ: Mapping[str, str]) -> None:
     host = environ.get("WEBSITE_HOSTNAME", "").strip()
     if values["warmup_url"] is None and host:
         values["warmup_url"] = f"https://{host}/api/health"
+    values["on_app_service"] = bool(environ.get("WEBSITE_SITE_NAME", "").strip())
 
 
 def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> list[Problem]:
@@ -474,7 +533,7 @@ def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> li
             problems.append(Problem("AUTH_JWT_ISSUER", "is required when AUTH_MODE is jwt"))
         if values["jwt_audience"] is None:
             problems.append(Problem("AUTH_JWT_AUDIENCE", "is required when AUTH_MODE is jwt"))
-        if values["jwt_algorithms"][0] in HMAC_ALGORITHMS:
+        if signs_with_shared_secret(values["jwt_algorithms"]):
             secret = values["jwt_secret"]
             if secret is None:
                 problems.append(Problem("AUTH_JWT_SECRET", "is required when AUTH_JWT_ALGORITHMS is HS*"))
@@ -497,9 +556,8 @@ def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> li
         )
     # On App Service the platform says whether its authentication runs in front of the app. Without
     # it anyone could send the principal headers and choose a user id: fail closed.
-    on_app_service = bool(environ.get("WEBSITE_SITE_NAME", "").strip())
     auth_enabled = environ.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true"
-    if values["auth_mode"] == "easyauth" and on_app_service and not auth_enabled:
+    if values["auth_mode"] == "easyauth" and values["on_app_service"] and not auth_enabled:
         problems.append(
             Problem(
                 "AUTH_MODE",
@@ -508,6 +566,25 @@ def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> li
             )
         )
     return problems
+
+
+CA_BUNDLE_SETTINGS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # requests' own, in its order
+
+
+def _check_ca_bundle(values: dict[str, Any], environ: Mapping[str, str]) -> list[Problem]:
+    """The CA bundle that every TLS call will trust, loaded now: an unreadable one is a problem
+    named after the variable that points at it, rather than a failure of every call."""
+    from tokens import trust
+
+    name = next((name for name in CA_BUNDLE_SETTINGS if environ.get(name, "").strip()), None)
+    values["ca_bundle"] = environ[name].strip() if name else trust.default_bundle()
+    try:
+        trust.context(values["ca_bundle"])
+    except trust.Unreadable as error:
+        setting = name or CA_BUNDLE_SETTINGS[0]
+        where = "certifi's own CA bundle" if name is None else "it"
+        return [Problem(setting, f"{where} cannot be used to verify TLS: {error}")]
+    return []
 
 
 def _quietly(read: Callable[[str], Any], text: str) -> Any:
@@ -524,13 +601,18 @@ _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
 
+def _is_ascii_number(text: str) -> bool:
+    """0-9 only: str.isdigit() also takes "²" and other digits that int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _cron_value(text: str, index: int) -> int | None:
     lowered = text.lower()
     if index == 4 and lowered in _MONTHS:
         return _MONTHS.index(lowered) + 1
     if index == 5 and lowered in _DAYS:
         return _DAYS.index(lowered)
-    if not text.isdigit():
+    if not _is_ascii_number(text):
         return None
     value = int(text)
     low, high = _CRON_RANGES[index]
@@ -540,7 +622,7 @@ def _cron_value(text: str, index: int) -> int | None:
 def _cron_field_ok(text: str, index: int) -> bool:
     for item in text.split(","):
         base, slash, step = item.partition("/")
-        if slash and (not step.isdigit() or int(step) == 0):
+        if slash and (not _is_ascii_number(step) or int(step) == 0):
             return False
         if base == "*":
             continue

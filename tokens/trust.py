@@ -1,14 +1,13 @@
-"""The process's trust store for Direct Line: the CA bundle requests would use (REQUESTS_CA_BUNDLE or
-CURL_CA_BUNDLE, else certifi's), parsed once into one TLS context (about 20 ms here) rather than
-once for every new connection.
+"""The trust store for Direct Line and the identity provider: the CA bundle requests would use
+(REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else certifi's), parsed once per process into one TLS context
+(about 20 ms here) rather than once for every new connection.
 
-A module of its own, importing nothing of requests, so that hosted mode can load it on a thread of
-its own while the rest of the server starts (OpenSSL lets go of the interpreter lock for much of it).
+The settings load it (tokens/settings.py), so that a bundle that cannot be read is one problem named
+after its setting, found at start-up, rather than a failure of every call.
 """
 
 from __future__ import annotations
 
-import os
 import ssl
 import threading
 
@@ -18,10 +17,27 @@ _contexts: dict[str, ssl.SSLContext] = {}
 _lock = threading.Lock()
 
 
-def context() -> ssl.SSLContext:
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+class Unreadable(Exception):
+    """The bundle cannot be used; the message says why without quoting the file."""
+
+
+def default_bundle() -> str:
+    return certifi.where()
+
+
+def context(bundle: str) -> ssl.SSLContext:
+    """The TLS context verifying against `bundle`, loaded once per process; Unreadable if it cannot."""
     with _lock:
         found = _contexts.get(bundle)
         if found is None:
-            found = _contexts[bundle] = ssl.create_default_context(cafile=bundle)
+            try:
+                found = _contexts[bundle] = ssl.create_default_context(cafile=bundle)
+            except FileNotFoundError:
+                raise Unreadable("there is no file at that path") from None
+            except IsADirectoryError:
+                raise Unreadable("it is a directory, not a file of PEM certificates") from None
+            except PermissionError:
+                raise Unreadable("this process may not read that file") from None
+            except (ssl.SSLError, ValueError, OSError) as error:
+                raise Unreadable(f"it holds no usable PEM certificates ({type(error).__name__})") from None
         return found
