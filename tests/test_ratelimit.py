@@ -4,6 +4,7 @@ cannot be reached."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -413,7 +414,7 @@ def test_storage_error_is_logged_at_most_once_a_minute(
     )
     logged = []
     for _ in range(26):  # two minutes and a bit, one request every five seconds
-        limiter.check(["ip:203.0.113.7"])
+        limiter.admit(["ip:203.0.113.7"])
         logged.append(len(storage_errors(caplog)))
         clock.advance(5.0)
     assert logged[0] == 1
@@ -428,14 +429,14 @@ def test_store_is_tried_again_only_after_five_seconds(broken_store: ClosingListe
         parse_limits("1000/minute"), parse_limits("1000/minute"),
         f"redis://127.0.0.1:{broken_store.port}/0", clock=clock,
     )
-    limiter.check(["ip:203.0.113.7"])
+    limiter.admit(["ip:203.0.113.7"])
     attempts = wait_for_accepts(broken_store, 1)
     for _ in range(20):
         clock.advance(0.2)  # 4 s in all: the store is left alone
-        limiter.check(["ip:203.0.113.7"])
+        limiter.admit(["ip:203.0.113.7"])
     assert broken_store.accepted == attempts
     clock.advance(1.0)
-    limiter.check(["ip:203.0.113.7"])
+    limiter.admit(["ip:203.0.113.7"])
     assert wait_for_accepts(broken_store, attempts + 1) > attempts
 
 
@@ -452,13 +453,13 @@ def test_limits_still_hold_while_the_store_is_broken(broken_store: ClosingListen
     limiter = RateLimiter(
         parse_limits("2/minute"), parse_limits("1000/minute"), f"redis://127.0.0.1:{broken_store.port}/0"
     )
-    limiter.check(["ip:203.0.113.7"])
-    limiter.check(["ip:203.0.113.7"])
+    limiter.admit(["ip:203.0.113.7"])
+    limiter.admit(["ip:203.0.113.7"])
     with pytest.raises(RateLimited) as denied:
-        limiter.check(["ip:203.0.113.7"])
+        limiter.admit(["ip:203.0.113.7"])
     assert denied.value.retry_after is not None
     assert 1 <= denied.value.retry_after <= 120
-    limiter.check(["ip:198.51.100.1"])
+    limiter.admit(["ip:198.51.100.1"])
 
 
 # -- the notation and the counters, unit by unit ------------------------------------------------
@@ -510,27 +511,27 @@ def test_waiting_the_retry_after_is_enough(start: float, amount: int, burst: int
     clock = FakeClock(start)
     limiter = RateLimiter(parse_limits(f"{amount}/minute"), parse_limits("1000/minute"), clock=clock)
     for _ in range(burst):
-        limiter.check(["ip:a"])
+        limiter.admit(["ip:a"])
     clock.advance(30)
     while True:  # use up what the window still allows, then be refused
         try:
-            limiter.check(["ip:a"])
+            limiter.admit(["ip:a"])
         except RateLimited as refused:
             seconds = refused.retry_after
             break
     assert seconds is not None and 1 <= seconds <= 120
     clock.advance(seconds)
-    limiter.check(["ip:a"])
+    limiter.admit(["ip:a"])
 
 
 def test_a_caller_refused_by_the_global_limit_is_neither_charged_nor_remembered() -> None:
     limiter = RateLimiter(parse_limits("1/minute"), parse_limits("2/minute"), clock=FakeClock())
-    limiter.check(["ip:a"])
-    limiter.check(["ip:b"])
+    limiter.admit(["ip:a"])
+    limiter.admit(["ip:b"])
     before = len(limiter.local)
     for caller in ("ip:c", "ip:d", "ip:e"):
         with pytest.raises(RateLimited):
-            limiter.check([caller])
+            limiter.admit([caller])
     assert len(limiter.local) == before
 
 
@@ -538,10 +539,10 @@ def test_counter_memory_is_dropped_once_both_windows_have_passed() -> None:
     clock = FakeClock(0.0)
     limiter = RateLimiter(parse_limits("5/minute"), parse_limits("100000/minute"), clock=clock)
     for n in range(100):
-        limiter.check([f"ip:{n}"])
+        limiter.admit([f"ip:{n}"])
     assert len(limiter.local) == 101  # a hundred callers and everyone
     clock.advance(180)
-    limiter.check(["ip:late"])
+    limiter.admit(["ip:late"])
     assert len(limiter.local) == 2
 
 
@@ -549,3 +550,120 @@ def test_rotating_through_a_56_gains_nothing_where_the_site_counts_by_56(make_se
     service = make_service(RATE_LIMIT="2/minute", RATE_LIMIT_IPV6_PREFIX="56", TRUSTED_PROXY_HOPS="1")
     addresses = [f"[2001:db8:0:{n:x}::1]" for n in range(4)]  # four /64s of one /56
     assert statuses([issue(service, address) for address in addresses]) == [200, 200, 429, 429]
+
+
+# -- the limiter's promises, under interleaving, several limits and floods -------------------------
+
+
+def test_two_requests_interleaved_at_the_limiter_keep_the_global_refusal_rule() -> None:
+    """Both look before either counts: without one lock around look-then-count, both pass the
+    global look, both are charged, and the one the global limit then refuses was charged anyway."""
+    per_caller, everyone = parse_limits("10/minute"), parse_limits("1/minute")
+    limiter = RateLimiter(per_caller, everyone, clock=FakeClock())
+    both_looking = threading.Barrier(2)
+    real_wait = limiter.local.wait
+
+    def wait_for_the_other(limit: Limit, key: str) -> float:
+        seen = real_wait(limit, key)
+        if key.endswith("all-callers"):
+            # Having looked, hold here until the other request has looked too, if the limiter lets it.
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_looking.wait(timeout=0.5)
+        return seen
+
+    limiter.local.wait = wait_for_the_other  # type: ignore[method-assign]
+    refused: list[str] = []
+
+    def admit(caller: str) -> None:
+        try:
+            limiter.admit([caller])
+        except RateLimited:
+            refused.append(caller)
+
+    threads = [threading.Thread(target=admit, args=(caller,)) for caller in ("ip:a", "ip:b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(refused) == 1
+    assert real_wait(per_caller[0], f"token:{refused[0]}") == 0
+    assert len(limiter.local) == 2  # the admitted caller and everyone: the refused left no counter
+
+
+def test_retry_after_with_several_limits_is_the_longest_wait_and_waiting_it_is_enough() -> None:
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(parse_limits("2/5second;5/minute"), parse_limits("1000/minute"), clock=clock)
+    waits: list[int] = []
+    for _ in range(30):  # a request a second, for half a minute
+        try:
+            limiter.admit(["ip:a"])
+        except RateLimited as refused:
+            assert refused.retry_after is not None
+            waits.append(refused.retry_after)
+            clock.advance(refused.retry_after)
+            limiter.admit(["ip:a"])  # waiting the Retry-After was enough, whichever limit refused
+        clock.advance(1)
+    assert max(waits) > 5  # the minute's wait was told, not only the five seconds'
+
+
+def test_a_caller_refused_by_its_own_limit_is_told_the_wait_of_every_limit_that_refuses() -> None:
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(parse_limits("1/5second;1/hour"), parse_limits("1000/minute"), clock=clock)
+    limiter.admit(["ip:a"])
+    with pytest.raises(RateLimited) as refused:
+        limiter.refuse_if_spent("ip:a")
+    assert refused.value.retry_after is not None and refused.value.retry_after > 5
+
+
+def test_the_counters_of_callers_only_ever_denied_stay_under_their_stated_figure() -> None:
+    """MAX_DENIED_SLOTS counters of about 0.3 KiB: about 6 MiB, whatever the limits' windows (a
+    /day limit keeps a counter two days)."""
+    import tracemalloc
+
+    from tokens.ratelimit import MAX_DENIED_SLOTS
+
+    limiter = RateLimiter(parse_limits("10/minute;100/day"), parse_limits("600/minute"), clock=FakeClock())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(50_000):
+            limiter.count_denial(f"ip:2001:db8:{n // 65536:x}:{n % 65536:x}::/64")
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(limiter.local) <= MAX_DENIED_SLOTS
+    assert used < 6.5 * 2**20
+
+
+def test_a_caller_once_admitted_keeps_its_counters_through_a_flood_of_denials() -> None:
+    """Evicting the oldest denied-only counters must not let a flood reset an admitted caller's."""
+    limiter = RateLimiter(parse_limits("2/minute"), parse_limits("600/minute"), clock=FakeClock())
+    limiter.admit(["ip:a"])
+    limiter.count_denial("ip:a")
+    for n in range(30_000):
+        limiter.count_denial(f"ip:flood-{n}")
+    with pytest.raises(RateLimited):
+        limiter.admit(["ip:a"])
+
+
+def test_resume_denials_leave_everyones_allowance_alone(make_service: ServiceFactory) -> None:
+    service = make_service(RATE_LIMIT="1000/minute", GLOBAL_RATE_LIMIT="2/minute")
+    started = payload(service.issue_token(token_request({})))
+    other = payload(service.issue_token(token_request({})))
+    forged = {"userHandle": started["userHandle"], "conversationTicket": "forged"}
+    not_theirs = {"userHandle": started["userHandle"], "conversationTicket": other["conversationTicket"]}
+    for body in (forged, not_theirs, forged, not_theirs):
+        assert service.resume(token_request(body)).status in (401, 403)
+    service.limiter.give_back("token")  # make room for one more, as a refused reconnect would
+    assert service.issue_token(token_request({})).status == 200
+
+
+def test_a_reconnect_direct_line_refuses_gives_its_global_count_back(
+    make_service: ServiceFactory, fake: FakeDirectLine
+) -> None:
+    service = make_service(RATE_LIMIT="1000/minute", GLOBAL_RATE_LIMIT="2/minute")
+    started = payload(service.issue_token(token_request({})))
+    fake.enhanced_auth = True
+    body = {"userHandle": started["userHandle"], "conversationTicket": started["conversationTicket"]}
+    assert [service.resume(token_request(body)).status for _ in range(3)] == [409, 409, 409]
+    assert service.issue_token(token_request({})).status == 200  # the second of two: still allowed

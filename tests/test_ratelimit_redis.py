@@ -173,19 +173,19 @@ def test_counting_returns_to_redis_once_it_is_back(
     caplog.set_level(logging.INFO, logger="tokens.ratelimit")
     clock = FakeClock()
     limiter = RateLimiter(parse_limits("100/minute"), parse_limits("100/minute"), redis_server.url, clock=clock)
-    limiter.check(["ip:203.0.113.7"])
+    limiter.admit(["ip:203.0.113.7"])
     redis_server.stop()
-    limiter.check(["ip:203.0.113.7"])  # fails over to this process's count
+    limiter.admit(["ip:203.0.113.7"])  # fails over to this process's count
     redis_server.start()  # same port, empty
     client = redis_server.client()
     try:
         clock.advance(4.0)
-        limiter.check(["ip:203.0.113.7"])
+        limiter.admit(["ip:203.0.113.7"])
         assert client.dbsize() == 0  # still counting locally: Redis is retried after 5 s only
         clock.advance(1.0)
-        limiter.check(["ip:203.0.113.7"])
+        limiter.admit(["ip:203.0.113.7"])
         assert client.dbsize() == 2  # one key for the caller, one for everyone
-        limiter.check(["ip:203.0.113.7"])
+        limiter.admit(["ip:203.0.113.7"])
         failed, back = [r.getMessage() for r in caplog.records if r.name == "tokens.ratelimit"]
         assert failed.startswith(STORAGE_ERROR)
         assert back.startswith("Rate-limit storage reachable again")

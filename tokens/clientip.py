@@ -9,10 +9,32 @@ address (with or without a port, IPv4 or IPv4-mapped IPv6, upper or lower case) 
 from __future__ import annotations
 
 import ipaddress
+from typing import NamedTuple
 
 UNKNOWN = "unknown"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Client(NamedTuple):
+    """A request's client address, parsed once (None: no usable address), and what is made of it."""
+
+    ip: IPAddress | None
+
+    def limit_key(self, ipv6_prefix: int = 64) -> str:
+        """What an anonymous caller's allowance is counted on (see `rate_limit_network`)."""
+        return "ip:" + _network(self.ip, ipv6_prefix)
+
+    def for_audit(self, mode: str) -> str | None:
+        """`full`, `truncated` (IPv4 last octet zeroed, IPv6 to /48) or `none` (not recorded)."""
+        if mode == "none":
+            return None
+        if self.ip is None:
+            return UNKNOWN
+        if mode == "full":
+            return str(self.ip)
+        prefix = 24 if self.ip.version == 4 else 48
+        return str(ipaddress.ip_network(f"{self.ip}/{prefix}", strict=False).network_address)
 
 
 def _parse(entry: str) -> IPAddress | None:
@@ -51,12 +73,12 @@ def _is_port_suffix(text: str) -> bool:
     return text.startswith(":") and text[1:].isdigit()
 
 
-def client_address(forwarded_for: str | None, trusted_hops: int, peer: str | None = None) -> str:
+def client_of(forwarded_for: str | None, trusted_hops: int, peer: str | None = None) -> Client:
     """The entry `trusted_hops` places from the right of X-Forwarded-For, port removed.
 
     Entries to the left of it were written by the client and prove nothing, so a caller cannot pick
     its own address. With 0 hops the header is ignored and the connection's peer address is used.
-    When there is no usable address the result is `unknown`: such callers share one allowance rather
+    When there is no usable address the result has none: such callers share one allowance rather
     than each getting a fresh one.
     """
     entries = [entry for entry in (forwarded_for or "").split(",") if entry.strip()]
@@ -64,8 +86,13 @@ def client_address(forwarded_for: str | None, trusted_hops: int, peer: str | Non
     # through all of them), only the connection itself can say who it is.
     believed = 0 < trusted_hops <= len(entries)
     chosen = entries[-trusted_hops] if believed else peer
-    address = _parse(chosen) if chosen else None
-    return str(address) if address else UNKNOWN
+    return Client(_parse(chosen) if chosen else None)
+
+
+def client_address(forwarded_for: str | None, trusted_hops: int, peer: str | None = None) -> str:
+    """`client_of`'s address as text; `unknown` when there is none."""
+    ip = client_of(forwarded_for, trusted_hops, peer).ip
+    return str(ip) if ip else UNKNOWN
 
 
 def rate_limit_network(address: str, ipv6_prefix: int = 64) -> str:
@@ -76,22 +103,17 @@ def rate_limit_network(address: str, ipv6_prefix: int = 64) -> str:
     it, so counting per IPv6 address would hand such a caller 2**64 fresh allowances. Many providers
     hand out a /56 or a /48: stricter sites count by those (RATE_LIMIT_IPV6_PREFIX).
     """
-    ip = _parse(address)
+    return _network(_parse(address), ipv6_prefix)
+
+
+def for_audit(address: str, mode: str) -> str | None:
+    """`full`, `truncated` (IPv4 last octet zeroed, IPv6 to /48) or `none` (not recorded)."""
+    return Client(_parse(address)).for_audit(mode)
+
+
+def _network(ip: IPAddress | None, ipv6_prefix: int) -> str:
     if ip is None:
         return UNKNOWN
     if ip.version == 4:
         return str(ip)
     return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
-
-
-def for_audit(address: str, mode: str) -> str | None:
-    """`full`, `truncated` (IPv4 last octet zeroed, IPv6 to /48) or `none` (not recorded)."""
-    if mode == "none":
-        return None
-    ip = _parse(address)
-    if ip is None:
-        return UNKNOWN
-    if mode == "full":
-        return str(ip)
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)

@@ -7,9 +7,9 @@
   (tokens/jwtauth.py, imported only in that mode).
 - easyauth: the principal headers that App Service Authentication injects (read in this mode only).
 
-Each identity returns a `Caller` that carries what differs between the modes: the keys its
-allowance is counted on, and the fields its answer carries besides the token. Every id leaving this
-module matches `USER_ID_RE`.
+Each identity returns a `Caller` that carries what differs between the modes: how its allowance is
+counted (by its network address, by its user id, or both), and the fields its answer carries besides
+the token. Every id leaving this module matches `USER_ID_RE`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ MAX_CREDENTIAL_LENGTH = 8192
 class Caller(NamedTuple):
     user_id: str
     name: str | None
-    # What the caller's allowance is counted on (see tokens/ratelimit.py).
-    limit_keys: tuple[str, ...]
+    # How the caller's allowance is counted (see tokens/ratelimit.py): by its network address, by
+    # its user id (`user:<id>`), or both.
+    by_address: bool
+    user_key: str | None
     # Fields of the answer besides Direct Line's own and the user id (anonymous: the userHandle).
     answer_fields: Mapping[str, str]
 
@@ -48,9 +50,8 @@ class Caller(NamedTuple):
 class Identity(Protocol):
     mode: str  # the SPEC's AUTH_MODE, as the audit record names it
 
-    def identify(self, headers: Mapping[str, str], body: Mapping[str, Any], address_key: str) -> Caller:
-        """The caller of a request; raises Unauthorized. `address_key` is what the caller's network
-        address is counted on."""
+    def identify(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> Caller:
+        """The caller of a request; raises Unauthorized."""
         ...
 
 
@@ -89,7 +90,7 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
 
 def signed_in(user_id: str, name: str | None) -> Caller:
     """A caller whose id a login proves: counted by that id wherever it comes from."""
-    return Caller(user_id, name, ("user:" + user_id,), {})
+    return Caller(user_id, name, by_address=False, user_key="user:" + user_id, answer_fields={})
 
 
 class AnonymousIdentity:
@@ -100,19 +101,16 @@ class AnonymousIdentity:
         self._ttl = handle_ttl
         self._clock = clock
 
-    def identify(self, headers: Mapping[str, str], body: Mapping[str, Any], address_key: str) -> Caller:
+    def identify(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> Caller:
         handle = body.get("userHandle")
         name = body.get("userName") or None
-        if handle is None:
-            user_id = new_user_id()
-            keys: tuple[str, ...] = (address_key,)
-        else:
-            # Counted by address and by user id: handles cost nothing to collect, so they must not
-            # buy extra allowance from one address, and one handle used from many addresses is
-            # still one user.
-            user_id = self.verify_handle(handle)
-            keys = (address_key, "user:" + user_id)
-        return Caller(user_id, name, keys, {"userHandle": self.issue_handle(user_id)})
+        # Counted by address, and by user id too when a handle names one: handles cost nothing to
+        # collect, so they must not buy extra allowance from one address, and one handle used from
+        # many addresses is still one user.
+        user_id = new_user_id() if handle is None else self.verify_handle(handle)
+        user_key = None if handle is None else "user:" + user_id
+        fields = {"userHandle": self.issue_handle(user_id)}
+        return Caller(user_id, name, by_address=True, user_key=user_key, answer_fields=fields)
 
     def issue_handle(self, user_id: str) -> str:
         now = int(self._clock())
@@ -137,7 +135,7 @@ class EasyAuthIdentity:
 
     mode = "easyauth"
 
-    def identify(self, headers: Mapping[str, str], body: Mapping[str, Any], address_key: str) -> Caller:
+    def identify(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> Caller:
         principal = headers.get("x-ms-client-principal-id", "").strip()
         if not principal or len(principal) > 1024:
             raise Unauthorized("Sign in first: no App Service Authentication principal was found.")

@@ -179,7 +179,7 @@ class JwtIdentity:
         self._name_claim = settings.name_claim
         self._keys = keys
 
-    def identify(self, headers: Mapping[str, str], body: Mapping[str, Any], address_key: str) -> Caller:
+    def identify(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> Caller:
         token = bearer_token(headers)
         if token is None:
             raise Unauthorized("Send the site's sign-in token as Authorization: Bearer <token>.")

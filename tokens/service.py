@@ -9,14 +9,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 from tokens import audit, origins, warmup
 from tokens.body import MAX_BODY_BYTES, parse_resume_body, parse_token_body
-from tokens.clientip import client_address, for_audit, rate_limit_network
+from tokens.clientip import Client, client_of
 from tokens.directline import DirectLineClient, new_session
 from tokens.errors import (
+    ConversationGone,
     Misconfigured,
     OriginNotAllowed,
     PayloadTooLarge,
@@ -27,7 +28,7 @@ from tokens.errors import (
     Unauthorized,
 )
 from tokens.http import Request, Response, error_response, json_response
-from tokens.identity import Identity, bearer_token, build_identity
+from tokens.identity import Caller, Identity, bearer_token, build_identity
 from tokens.notices import Notice
 from tokens.ratelimit import RateLimiter
 from tokens.settings import (
@@ -52,17 +53,29 @@ class Service(Protocol):
     def warm_up(self, *, past_due: bool) -> None: ...
 
 
+class Facts(NamedTuple):
+    """What one request is, worked out once, before anything else: where it comes from (the client
+    address and what its allowance is counted on), and its Origin with the allow-list's verdict."""
+
+    client: Client
+    address_key: str  # `ip:<address or network>`: what the caller's address is counted on
+    origin: str | None
+    origin_allowed: bool  # also True when there is no Origin (a server, curl)
+
+
 class _Outcome:
     """What the audit record needs to know, filled in as the request goes along."""
 
-    __slots__ = ("by_secondary", "client_address", "conversation_id", "counted", "user_id")
+    __slots__ = ("admitted", "by_secondary", "conversation_id", "user_id")
 
-    def __init__(self, client_address: str) -> None:
-        self.client_address = client_address
+    def __init__(self) -> None:
         self.user_id: str | None = None
         self.conversation_id: str | None = None
         self.by_secondary = False  # DIRECT_LINE_SECRET_SECONDARY served the Direct Line call
-        self.counted = False  # the rate limiter counted the request (so a denial is not charged twice)
+        self.admitted = False  # the rate limiter counted the request (so a denial is not charged twice)
+
+
+Step = Callable[[Request, Facts, _Outcome], Response]
 
 
 class TokenService:
@@ -97,13 +110,13 @@ class TokenService:
         return self._audited("directline.resume", request, self._resume, "token")
 
     def preflight(self, request: Request) -> Response:
-        origin = request.header("origin")
-        if origin is None:
+        facts = self.facts(request)
+        if facts.origin is None:
             return Response(204, None, {"Allow": origins.CORS_ALLOW_METHODS, "Vary": "Origin"})
-        if not origins.is_allowed(origin, self.settings.allowed_origins):
-            self.refusals.refused(origin, "a preflight")
+        if not facts.origin_allowed:
+            self.refusals.refused(facts.origin, "a preflight")
             return _varies(error_response(OriginNotAllowed()))
-        return Response(204, None, origins.preflight_headers(origin))
+        return Response(204, None, origins.preflight_headers(facts.origin))
 
     def health(self, request: Request) -> Response:
         """The settings are valid; and whether Direct Line is answering, as the circuit breaker has
@@ -113,22 +126,30 @@ class TokenService:
         warnings = [problem.setting for problem in browser_problems(self.settings)]
         if warnings:
             body["warnings"] = warnings
-        return self._with_cors(request, _varies(json_response(200, body)))
+        return _with_cors(self.facts(request), json_response(200, body))
 
     def warm_up(self, *, past_due: bool) -> None:
         warmup.ping(self.settings.warmup_url, past_due=past_due)
 
-    # -- steps --------------------------------------------------------------------------------
+    def facts(self, request: Request) -> Facts:
+        settings = self.settings
+        client = client_of(request.header("x-forwarded-for"), settings.trusted_proxy_hops, request.peer)
+        origin = request.header("origin")
+        allowed = origin is None or origins.is_allowed(origin, settings.allowed_origins)
+        return Facts(client, client.limit_key(settings.rate_limit_ipv6_prefix), origin, allowed)
 
-    def _issue(self, request: Request, outcome: _Outcome) -> Response:
-        trusted_origins = self._check_origin(request)
+    # -- steps: each raises a ServiceError to refuse ------------------------------------------
+
+    def _issue(self, request: Request, facts: Facts, outcome: _Outcome) -> Response:
+        self._check_origin(facts)
         body = parse_token_body(request.body, request.header("content-type"))
-        caller = self.identity.identify(request.headers, body, self._address_key(outcome.client_address))
+        caller = self.identity.identify(request.headers, body)
         outcome.user_id = caller.user_id
-        self._count(outcome, caller.limit_keys, "token")
+        self._admit(facts, caller, outcome, "token")
         user: dict[str, Any] = {"id": caller.user_id}
         if caller.name:
             user["name"] = caller.name
+        trusted_origins = [facts.origin] if facts.origin is not None else []
         minted = self.client.generate(user, trusted_origins)
         answer, outcome.by_secondary = minted.answer, minted.by_secondary
         outcome.conversation_id = answer["conversationId"]
@@ -138,26 +159,31 @@ class TokenService:
             payload["conversationTicket"] = ticket
         return json_response(200, payload)
 
-    def _resume(self, request: Request, outcome: _Outcome) -> Response:
-        self._check_origin(request)
+    def _resume(self, request: Request, facts: Facts, outcome: _Outcome) -> Response:
+        self._check_origin(facts)
         body = parse_resume_body(request.body, request.header("content-type"))
-        caller = self.identity.identify(request.headers, body, self._address_key(outcome.client_address))
+        caller = self.identity.identify(request.headers, body)
         outcome.user_id = caller.user_id
-        self._count(outcome, caller.limit_keys, "token")  # the same allowance as a new token
         if self.settings.direct_line_enhanced_auth:
             raise ResumeUnavailable()  # Direct Line would refuse the secret a reconnect: not asked
+        # Every check that can refuse comes before the request is admitted (counted against the same
+        # allowance as a new token): no denial spends everyone's global allowance.
         ticket = self.tickets.read(body["conversationTicket"])
         outcome.conversation_id = ticket.conversation_id
         check_owner(ticket, caller.user_id)  # before Direct Line hears of it
+        self._admit(facts, caller, outcome, "token")
         try:
             minted = self.client.reconnect(ticket.conversation_id)
-        except ResumeUnavailable:
-            self._enhanced_auth_found.write(
-                "Direct Line refused to reconnect a conversation with the secret (HTTP 400): the site "
-                "has Enhanced authentication options on, so conversations cannot be resumed and every "
-                "resume is answered 409. Set DIRECT_LINE_ENHANCED_AUTH=true: then no conversationTicket "
-                "is issued and pages start a new conversation for the same user at once"
-            )
+        except (ConversationGone, ResumeUnavailable) as refused:
+            self.limiter.give_back("token")  # Direct Line refused: a denial after all
+            if isinstance(refused, ResumeUnavailable):
+                self._enhanced_auth_found.write(
+                    "Direct Line refused to reconnect a conversation with the secret (HTTP 400): the "
+                    "site has Enhanced authentication options on, so conversations cannot be resumed "
+                    "and every resume is answered 409. Set DIRECT_LINE_ENHANCED_AUTH=true: then no "
+                    "conversationTicket is issued and pages start a new conversation for the same user "
+                    "at once"
+                )
             raise
         answer, outcome.by_secondary = minted.answer, minted.by_secondary
         payload = {
@@ -171,14 +197,15 @@ class TokenService:
         }
         return json_response(200, payload)
 
-    def _refresh(self, request: Request, outcome: _Outcome) -> Response:
-        self._check_origin(request)
+    def _refresh(self, request: Request, facts: Facts, outcome: _Outcome) -> Response:
+        self._check_origin(facts)
         if len(request.body) > MAX_BODY_BYTES:
             raise PayloadTooLarge()
         token = bearer_token(request.headers)
         if token is None:
             raise Unauthorized("Send the Direct Line token to refresh as Authorization: Bearer <token>.")
-        self._count(outcome, [self._address_key(outcome.client_address)], "refresh")
+        self.limiter.admit([facts.address_key], "refresh")
+        outcome.admitted = True
         answer = self.client.refresh(token)
         outcome.conversation_id = answer["conversationId"]
         payload = {
@@ -189,45 +216,36 @@ class TokenService:
         }
         return json_response(200, payload)
 
-    def _check_origin(self, request: Request) -> list[str]:
-        """The request's Origin as Direct Line's trustedOrigins; refuse a disallowed one first."""
-        origin = request.header("origin")
-        if origin is None:
-            return []
-        if not origins.is_allowed(origin, self.settings.allowed_origins):
-            self.refusals.refused(origin, "a POST")
+    def _check_origin(self, facts: Facts) -> None:
+        """Refuse a disallowed Origin first, before anything else is read."""
+        if not facts.origin_allowed and facts.origin is not None:
+            self.refusals.refused(facts.origin, "a POST")
             raise OriginNotAllowed()
-        return [origin]
 
-    def _address_key(self, client_address: str) -> str:
-        """What a caller's network address is counted on (see tokens/clientip.py)."""
-        return "ip:" + rate_limit_network(client_address, self.settings.rate_limit_ipv6_prefix)
+    def _admit(self, facts: Facts, caller: Caller, outcome: _Outcome, pool: str) -> None:
+        """Count the request against its caller's allowance (by address, user id or both) and
+        everyone's; RateLimited when either is spent."""
+        keys = [facts.address_key] if caller.by_address else []
+        if caller.user_key is not None:
+            keys.append(caller.user_key)
+        self.limiter.admit(keys, pool)
+        outcome.admitted = True
 
-    def _client_address(self, request: Request) -> str:
-        return client_address(
-            request.header("x-forwarded-for"), self.settings.trusted_proxy_hops, request.peer
-        )
-
-    def _count(self, outcome: _Outcome, keys: Sequence[str], pool: str) -> None:
-        self.limiter.check(keys, pool)
-        outcome.counted = True
-
-    def _audited(
-        self, event: str, request: Request, step: Callable[[Request, _Outcome], Response], pool: str
-    ) -> Response:
+    def _audited(self, event: str, request: Request, step: Step, pool: str) -> Response:
         """Run one POST route's step: refused at once when its caller's address has spent its
-        allowance, charged to that address when it is denied before it was counted (denials
+        allowance, charged to that address when it is denied before it was admitted (denials
         count too), and audited whatever the outcome."""
         started = self._clock()
-        outcome = _Outcome(self._client_address(request))
-        address_key = self._address_key(outcome.client_address)
+        facts = self.facts(request)
+        outcome = _Outcome()
         reason: str | None = None
         try:
-            self.limiter.refuse_if_spent(address_key, pool)
-            response = step(request, outcome)
+            self.limiter.refuse_if_spent(facts.address_key, pool)
+            response = step(request, facts, outcome)
         except ServiceError as error:
-            if isinstance(error, RequestError) and not isinstance(error, RateLimited) and not outcome.counted:
-                self.limiter.count_denial(address_key, pool)
+            denied = isinstance(error, RequestError) and not isinstance(error, RateLimited)
+            if denied and not outcome.admitted:
+                self.limiter.count_denial(facts.address_key, pool)
             reason = error.code
             response = error_response(error)
         except Exception:
@@ -235,7 +253,7 @@ class TokenService:
             log.exception("Unexpected failure in %s", event)
             reason = Misconfigured.code
             response = error_response(Misconfigured("The service failed unexpectedly."))
-        response = _varies(self._with_cors(request, response))
+        response = _with_cors(facts, response)
         audit.emit(
             audit.build_record(
                 event=event,
@@ -243,8 +261,8 @@ class TokenService:
                 user_id=outcome.user_id,
                 conversation_id=outcome.conversation_id,
                 auth_mode=self.identity.mode,
-                origin=request.header("origin"),
-                client_ip=for_audit(outcome.client_address, self.settings.audit_client_ip),
+                origin=facts.origin,
+                client_ip=facts.client.for_audit(self.settings.audit_client_ip),
                 reason=reason,
                 duration_ms=(self._clock() - started) * 1000,
                 invocation_id=request.invocation_id,
@@ -253,13 +271,13 @@ class TokenService:
         )
         return response
 
-    def _with_cors(self, request: Request, response: Response) -> Response:
-        """Every response to an allowed origin carries the CORS headers, errors included, so that
-        the page can read them."""
-        origin = request.header("origin")
-        if origin is not None and origins.is_allowed(origin, self.settings.allowed_origins):
-            response.headers.update(origins.cors_headers(origin))
-        return response
+
+def _with_cors(facts: Facts, response: Response) -> Response:
+    """Every response to an allowed origin carries the CORS headers, errors included, so that the
+    page can read them; and every one says that another Origin could change it."""
+    if facts.origin is not None and facts.origin_allowed:
+        response.headers.update(origins.cors_headers(facts.origin))
+    return _varies(response)
 
 
 class MisconfiguredService:
