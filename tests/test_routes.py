@@ -11,6 +11,7 @@ from tests.fakes import FakeDirectLine
 from tokens import routes
 from tokens.http import Request
 from tokens.service import MisconfiguredService, TokenService
+from tokens.settings import DEFAULT_CONCURRENCY
 
 
 def _get(method: str = "GET") -> Request:
@@ -68,11 +69,11 @@ def test_reset_reads_the_settings_again(configured: FakeDirectLine, monkeypatch:
 
 
 def test_the_direct_line_pool_keeps_a_connection_per_thread(configured: FakeDirectLine) -> None:
-    routes.configure(concurrency=48)
+    routes.configure(48)
     try:
         service = routes.service()
         assert isinstance(service, TokenService)
         adapter = service.client.session.get_adapter(service.client.endpoint)
         assert adapter._pool_maxsize == 48  # type: ignore[attr-defined]
     finally:
-        routes.configure(concurrency=routes.DEFAULT_CONCURRENCY)
+        routes.configure(DEFAULT_CONCURRENCY)
