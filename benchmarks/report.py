@@ -24,7 +24,7 @@ from benchmarks.results import (
     Level,
     Results,
 )
-from benchmarks.stats import Latencies, median, percentile
+from benchmarks.stats import Latencies, median, percentile, ratio
 
 PROFILE_LINES = 80
 TARGET_CONCURRENCY = 64
@@ -56,17 +56,18 @@ def _hosted_targets(results: Results) -> list[Target]:
     return [
         Target(
             "first token of `serve` <= 1.1x the naive server's (medians)",
-            f"{serve_first / naive_first:.2f}x ({serve_first:.0f} vs {naive_first:.0f} ms)",
+            f"{ratio(serve_first, naive_first):.2f}x ({serve_first:.0f} vs {naive_first:.0f} ms)",
             serve_first <= 1.1 * naive_first,
         ),
         Target(
             f"`serve` throughput at c={c} >= 0.5x the Node peer's",
-            f"{serve.load.rps / node.load.rps:.2f}x ({serve.load.rps:.0f} vs {node.load.rps:.0f} requests/s)",
+            f"{ratio(serve.load.rps, node.load.rps):.2f}x "
+            f"({serve.load.rps:.0f} vs {node.load.rps:.0f} requests/s)",
             serve.load.rps >= 0.5 * node.load.rps,
         ),
         Target(
             f"`serve` p99 <= 3x its p50 at c={c}",
-            f"{serve.load.p99_ms / serve.load.p50_ms:.2f}x "
+            f"{ratio(serve.load.p99_ms, serve.load.p50_ms):.2f}x "
             f"({serve.load.p99_ms:.0f} / {serve.load.p50_ms:.0f} ms)",
             serve.load.p99_ms <= 3 * serve.load.p50_ms,
         ),
@@ -86,7 +87,7 @@ def _hosted_targets(results: Results) -> list[Target]:
 def _in_process_targets(results: Results) -> list[Target]:
     overhead, delay = results.overhead, results.plan.delay_ms
     app_p50, app_p99 = overhead.app.p(50) - delay, overhead.app.p(99) - delay
-    speedup = overhead.naive.p(50) / overhead.app.p(50)
+    speedup = ratio(overhead.naive.p(50), overhead.app.p(50))
     return [
         Target("in process: overhead p50 <= 1 ms over the fake's delay", f"{app_p50:.2f} ms", app_p50 <= 1),
         Target("in process: overhead p99 <= 5 ms over the fake's delay", f"{app_p99:.2f} ms", app_p99 <= 5),
@@ -142,8 +143,8 @@ def _overhead(results: Results) -> list[str]:
         _latency_row(floor, delay, "floor: pooled `requests.Session` straight to the fake"),
         _latency_row(raw, delay, "raw floor: `http.client`, one kept-alive TLS connection"),
         "",
-        f"- naive / app at p50 (total latency): **{naive.p(50) / app.p(50):.2f}x**",
-        f"- naive / app at p50 (overhead only): {(naive.p(50) - delay) / (app.p(50) - delay):.2f}x",
+        f"- naive / app at p50 (total latency): **{ratio(naive.p(50), app.p(50)):.2f}x**",
+        f"- naive / app at p50 (overhead only): {ratio(naive.p(50) - delay, app.p(50) - delay):.2f}x",
         f"- the app's own code over the floor at p50: {app.p(50) - floor.p(50):.2f} ms "
         f"(client CPU {app.cpu_p50 - floor.cpu_p50:.2f} ms per call)",
         f"- `requests` over raw `http.client` at p50: {floor.p(50) - raw.p(50):.2f} ms; the raw floor "
@@ -172,10 +173,10 @@ def _level_row(name: str, level: Level) -> str:
 def _ratio_row(serve: Level, node: Level) -> str:
     cells = [
         str(serve.load.concurrency),
-        f"{serve.load.rps / node.load.rps:.2f}",
-        f"{serve.load.p50_ms / node.load.p50_ms:.2f}",
-        f"{serve.load.p99_ms / node.load.p99_ms:.2f}",
-        f"{serve.cpu_ms_per_request / node.cpu_ms_per_request:.2f}",
+        f"{ratio(serve.load.rps, node.load.rps):.2f}",
+        f"{ratio(serve.load.p50_ms, node.load.p50_ms):.2f}",
+        f"{ratio(serve.load.p99_ms, node.load.p99_ms):.2f}",
+        f"{ratio(serve.cpu_ms_per_request, node.cpu_ms_per_request):.2f}",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -275,7 +276,7 @@ def _cold(results: Results) -> list[str]:
         )
     lines += [
         "",
-        f"- `serve` / naive: **{serve / naive:.2f}x**; `serve` / Node peer: {serve / node:.2f}x "
+        f"- `serve` / naive: **{ratio(serve, naive):.2f}x**; `serve` / Node peer: {ratio(serve, node):.2f}x "
         f"({cold.errors} first requests failed)",
         "",
         *_imports(results),
@@ -329,7 +330,7 @@ def _memory(results: Results) -> list[str]:
         "| ---: | ---: | ---: |",
     ]
     for count, rss in memory.checkpoints:
-        lines.append(f"| {count:,} | {rss / 1024:.1f} | {(rss - first) / first * 100:+.1f} % |")
+        lines.append(f"| {count:,} | {rss / 1024:.1f} | {ratio(rss - first, first) * 100:+.1f} % |")
     lost = memory.answered - memory.audit_lines
     lines += [
         "",

@@ -41,3 +41,9 @@ class Latencies:
     @property
     def cpu_p50(self) -> float:
         return percentile(self.cpu_ms, 50)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, or NaN (printed "nan") when the denominator is 0: a peer that measured
+    nothing (a smoke run's, or one that failed) must not end the report with ZeroDivisionError."""
+    return numerator / denominator if denominator else math.nan

@@ -43,3 +43,13 @@ def test_smoke_run_writes_every_section_and_the_plot(tmp_path: Path) -> None:
     assert "smoke mode" in results
     assert (tmp_path / "latency.png").read_bytes().startswith(PNG_MAGIC)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["RESULTS.md", "latency.png"]
+
+
+def test_a_ratio_over_a_peer_that_measured_nothing_is_nan_not_a_crash() -> None:
+    import math
+
+    from benchmarks.stats import ratio
+
+    assert ratio(870.0, 1501.0) == 870.0 / 1501.0
+    assert math.isnan(ratio(870.0, 0.0))
+    assert f"{ratio(1.0, 0.0):.2f}x" == "nanx"

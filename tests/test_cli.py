@@ -348,3 +348,64 @@ def test_a_copilot_studio_token_url_as_endpoint_says_what_to_use_instead(tmp_pat
     assert result.returncode == 1
     assert result.stderr.startswith("DIRECT_LINE_ENDPOINT: is a Copilot Studio token endpoint")
     assert "Web channel security" in result.stderr
+
+
+def test_a_secret_pasted_into_allowed_origins_is_named_by_setting_never_printed(tmp_path: Path) -> None:
+    pasted = "cli-pasted-Secret-Qz81xx9abcdef"
+    result = _check({"DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": f"{ORIGINS},{pasted}"}, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("ALLOWED_ORIGINS: entry 2 of 2 is not an origin")
+    assert pasted not in result.stdout + result.stderr
+
+
+def test_a_secret_expanded_into_allowed_origins_from_dotenv_is_not_printed(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"BOT_KEY={SECRET}\nALLOWED_ORIGINS=${{BOT_KEY}}\n")
+    result = _check({"DIRECT_LINE_SECRET": SECRET}, tmp_path)
+    assert result.returncode == 1
+    assert "ALLOWED_ORIGINS: entry 1 of 1" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"Values": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"Values": {"UPSTREAM_TIMEOUT": ' + "9" * 5000 + "}}",
+        '{"Values": {' + ", ".join(f'"S{n}": "{"v" * 200}"' for n in range(60_000)) + "}}",
+    ],
+    ids=["nested deep", "a 5,000-digit number", "15 MB"],
+)
+def test_check_ends_a_hostile_local_settings_json_with_a_named_problem_not_a_traceback(
+    tmp_path: Path, content: str
+) -> None:
+    """Once: a traceback for the first two, minutes of work for the third (a quadratic setenv)."""
+    (tmp_path / "local.settings.json").write_text(content)
+    result = _check({"DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ORIGINS}, tmp_path)  # 60 s at most
+    assert result.returncode == 1
+    assert result.stderr.startswith("local.settings.json: ")
+    assert "Traceback" not in result.stderr
+
+
+def _python_older_than_3_11() -> str | None:
+    """An interpreter older than 3.11 on this machine (pyenv's, or Debian's), if there is one."""
+    import glob
+    import shutil
+
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10.*/bin/python")))
+    candidates += [found for name in ("python3.10", "python3.9") if (found := shutil.which(name))]
+    return candidates[0] if candidates else None
+
+
+@pytest.mark.parametrize("command", [["serve", "--demo"], ["check"]])
+def test_an_older_python_gets_one_line_naming_3_11(tmp_path: Path, command: list[str]) -> None:
+    """Ubuntu 22.04's python3 is 3.10: pip installs fine there, and serve once died on an import."""
+    python = _python_older_than_3_11()
+    if python is None:
+        pytest.skip("no Python older than 3.11 on this machine")
+    done = subprocess.run(
+        [python, "-m", "tokens", *command], cwd=tmp_path, env={"PATH": os.defpath, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "needs Python 3.11 or newer" in done.stderr

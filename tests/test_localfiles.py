@@ -229,3 +229,31 @@ def test_a_lone_surrogate_in_a_value_is_a_problem_not_a_crash(tmp_path: Path) ->
     local = read_local_files(tmp_path)
     assert "no environment variable can hold" in local.problems[0].message
     assert list(local.values) == ["B"]
+
+
+# -- hostile files: a named problem, in bounded time -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ('{"Values": ' + "[" * 100_000 + "]" * 100_000 + "}", "nesting too deep"),
+        ('{"Values": {"UPSTREAM_TIMEOUT": ' + "9" * 5000 + "}}", "a huge number"),
+        ('{"Values": {' + ", ".join(f'"S{n}": "v"' for n in range(5000)) + "}}", "more than 1000 settings"),
+        ('{"Values": {"A": "' + "x" * (2 * 1024 * 1024) + '"}}', "is over 1024 KiB"),
+    ],
+    ids=["nested deep", "a 5,000-digit number", "5,000 values", "2 MiB"],
+)
+def test_a_hostile_local_settings_json_is_a_problem_named_after_it(tmp_path: Path, content: str, says: str) -> None:
+    (tmp_path / "local.settings.json").write_text(content)
+    files = read_local_files(tmp_path)
+    [problem] = files.problems
+    assert problem.setting == "local.settings.json"
+    assert says in problem.message
+    assert files.values == {}
+
+
+def test_a_huge_dotenv_is_a_problem_named_after_it(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("".join(f"S{n}=v\n" for n in range(200_000)))
+    [problem] = read_local_files(tmp_path).problems
+    assert problem.setting == ".env"

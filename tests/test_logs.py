@@ -1,15 +1,21 @@
-"""Hosted mode's logging (tokens/logs.py): one line per record, written by a background thread, and
-nothing queued is lost when the server stops."""
+"""Hosted mode's logging (tokens/logs.py): one line per record, written by the standard library's queue
+listener; nothing queued is lost when the server stops; an audit record is never dropped, and a
+request learns when its record could not be written; ordinary lines are dropped, and counted, rather
+than piled up without bound."""
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tokens import logs
+from tests.conftest import ServiceFactory, payload, token_request
+from tests.fakes import FakeDirectLine
+from tokens import audit, logs
 
 
 @pytest.fixture
@@ -20,6 +26,39 @@ def stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
     yield lambda: capsys.readouterr().err
     root.handlers[:] = handlers
     root.setLevel(level)
+    audit.trail_failing.clear()
+
+
+class FullDisk(io.StringIO):
+    """A stream that refuses every write, as /dev/full does, until told otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = True
+
+    def write(self, text: str) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(text)
+
+
+class StalledReader(io.StringIO):
+    """A stream whose reader has stopped reading: a write blocks until `resume` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resume = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.resume.wait(10)
+        return super().write(text)
+
+
+def record(n: int = 1) -> dict[str, object]:
+    return audit.build_record(
+        event="directline.token", status=200, user_id=f"dl_{n}", conversation_id=f"c{n}", auth_mode="anonymous",
+        origin=None, client_ip=None, reason=None, duration_ms=1.0, invocation_id=None,
+    )
 
 
 def test_every_record_queued_before_the_stop_is_written_once_and_in_order(stderr: Callable[[], str]) -> None:
@@ -64,3 +103,75 @@ def test_waitress_chatter_below_warning_is_kept_out(stderr: Callable[[], str]) -
     written = stderr()
     assert "Serving on" not in written
     assert "Task queue depth" in written
+
+
+# -- audit records are confirmed; ordinary lines are bounded ---------------------------------------
+
+
+def test_an_audit_record_returns_only_once_it_is_written(stderr: Callable[[], str]) -> None:
+    stream = io.StringIO()
+    finish = logs.configure(stream)
+    audit.emit(record(7))
+    assert '"userId":"dl_7"' in stream.getvalue()  # already there when emit returned
+    assert finish() is True
+
+
+def test_an_audit_record_the_stream_refuses_is_reported_to_its_request(stderr: Callable[[], str]) -> None:
+    finish = logs.configure(FullDisk())
+    with pytest.raises(audit.AuditNotWritten):
+        audit.emit(record())
+    assert audit.trail_failing.is_set()
+    assert finish() is False  # and serve exits 1
+
+
+def test_the_trail_is_whole_again_once_the_stream_takes_lines(stderr: Callable[[], str]) -> None:
+    stream = FullDisk()
+    logs.configure(stream)
+    with pytest.raises(audit.AuditNotWritten):
+        audit.emit(record(1))
+    stream.full = False
+    audit.emit(record(2))
+    assert not audit.trail_failing.is_set()
+    assert '"userId":"dl_2"' in stream.getvalue()
+
+
+def test_while_the_reader_stalls_audit_records_fail_at_once_and_ordinary_lines_are_counted_not_kept(
+    stderr: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit, "AUDIT_WRITE_SECONDS", 0.2)
+    monkeypatch.setattr(logs, "MAX_QUEUED", 5)
+    stream = StalledReader()
+    finish = logs.configure(stream)
+    other = logging.getLogger("tokens.service")
+    for n in range(100):  # the writer is stuck on the first; five wait; the rest are dropped
+        other.warning("line %d", n)
+    threading.Event().wait(0.3)
+    with pytest.raises(audit.AuditNotWritten):
+        audit.emit(record())
+    stream.resume.set()
+    other.warning("after")
+    finish()
+    written = stream.getvalue()
+    assert "log lines were dropped: the log stream was too slow" in written
+    assert written.count(" tokens.service ") < 10  # bounded, not a hundred held in memory
+    assert "after" in written
+
+
+def test_an_audit_record_outside_a_confirming_log_is_simply_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Under the Functions host (or a test's capture) the host owns the log: nothing waits."""
+    caplog.set_level(logging.INFO)
+    audit.emit(record(3))
+    assert any('"userId":"dl_3"' in line.getMessage() for line in caplog.records)
+
+
+def test_a_token_whose_audit_record_cannot_be_written_is_not_issued(
+    stderr: Callable[[], str], make_service: ServiceFactory, fake: FakeDirectLine
+) -> None:
+    service = make_service()
+    logs.configure(FullDisk())
+    response = service.issue_token(token_request({}))
+    assert (response.status, payload(response)["error"]["code"]) == (500, "misconfigured")
+    assert "token" not in payload(response)
+    assert "audit trail" in payload(response)["error"]["message"]
+    health = service.health(token_request(method="GET"))
+    assert (health.status, payload(health)["status"], payload(health)["auditLog"]) == (503, "failing", "not written")

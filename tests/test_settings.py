@@ -116,9 +116,18 @@ def test_any_other_endpoint_is_refused_so_the_secret_cannot_leave(endpoint: str)
     assert "DIRECT_LINE_ENDPOINT" in _problems(DIRECT_LINE_ENDPOINT=endpoint)
 
 
-def test_origin_problem_names_the_bad_entry() -> None:
+def test_origin_problem_names_the_bad_entry_by_position() -> None:
     message = _problems(ALLOWED_ORIGINS="https://ok.example, https://*.*.example")["ALLOWED_ORIGINS"]
-    assert "https://*.*.example" in message
+    assert message.startswith("entry 2 of 2 is not an origin")
+
+
+@pytest.mark.parametrize(
+    "pasted", ["fake-directline-secret-7Qm2xZ9vRb.Yq3", "https://user:hunter2-secret@www.contoso.com"]
+)
+def test_a_secret_pasted_into_the_origins_is_never_repeated(pasted: str) -> None:
+    message = _problems(ALLOWED_ORIGINS=f"https://ok.example,{pasted}")["ALLOWED_ORIGINS"]
+    assert "entry 2 of 2" in message
+    assert pasted not in message and "hunter2" not in message and "7Qm2xZ9vRb" not in message
 
 
 def test_jwt_mode_requires_issuer_and_audience() -> None:

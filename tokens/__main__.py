@@ -145,8 +145,10 @@ def serve(args: argparse.Namespace) -> int:
         if demo is not None:
             wrap = demo.wrap
             groups = [demo.take_port(groups[0])]  # the demo's one port: the stream, and serve behind
-        server.run(groups, server.Plan(args.threads, args.demo, logs.configure, guard, loaded, wrap))
-    return 0
+        plan = server.Plan(args.threads, args.demo, logs.configure, guard, loaded, wrap)
+        written = server.run(groups, plan)
+    # When an audit record could not be written, the log is what failed: the exit status says so.
+    return 0 if written else 1
 
 
 def _settings(local: LocalFiles) -> Settings | SettingsError:

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any
 
 from tokens.text import one_line
 
 AUDIT_LOGGER = "tokens.audit"
+# How long a request waits for its audit line to be written where the log confirms writes (hosted
+# mode, tokens/logs.py) before it gives up and issues nothing.
+AUDIT_WRITE_SECONDS = 5.0
+# Set while audit lines cannot be written (health answers 503), cleared by the next line written.
+trail_failing = threading.Event()
 MAX_STRING = 256
 EVENTS = ("directline.token", "directline.refresh", "directline.resume")
 
@@ -70,5 +76,64 @@ def format_record(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
 
 
+class AuditNotWritten(Exception):
+    """The audit line could not be written: the request must not issue what it would have."""
+
+
+class Confirmation:
+    """Goes with an audit line to a log that confirms writes (tokens/logs.py). The writer claims
+    the line before writing it and settles it after; a request that gave up waiting abandons it, so
+    that a record of what was not issued is never written late."""
+
+    __slots__ = ("_lock", "_settled", "_state", "awaited", "written")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._settled = threading.Event()
+        self._state = "queued"  # then "writing", or "abandoned"
+        self.awaited = False  # a confirming log took the line: wait for it to be written
+        self.written = False
+
+    def claim(self) -> bool:
+        """The writer may write the line (its request still waits for it)."""
+        with self._lock:
+            if self._state == "abandoned":
+                return False
+            self._state = "writing"
+            return True
+
+    def settle(self, *, written: bool) -> None:
+        self.written = written
+        self._settled.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Whether the line was written within `seconds` (or is being written, and then was)."""
+        if self._settled.wait(seconds):
+            return self.written
+        with self._lock:
+            if self._state == "queued":
+                self._state = "abandoned"
+                return False
+        return self._settled.wait(seconds) and self.written  # caught mid-write
+
+
+_not_written = 0
+_not_written_lock = threading.Lock()
+
+
+def not_written() -> int:
+    """How many audit lines of this process could not be written (their requests issued nothing)."""
+    return _not_written
+
+
 def emit(record: dict[str, Any]) -> None:
-    log.info(format_record(record))
+    """Log the record; where the log confirms writes, return only once it is written, and raise
+    AuditNotWritten when it could not be (in time)."""
+    global _not_written  # noqa: PLW0603 - the process's one count, for its exit status
+    confirmation = Confirmation()
+    log.info(format_record(record), extra={"confirmation": confirmation})
+    if confirmation.awaited and not confirmation.wait(AUDIT_WRITE_SECONDS):
+        trail_failing.set()
+        with _not_written_lock:
+            _not_written += 1
+        raise AuditNotWritten()

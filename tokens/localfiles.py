@@ -27,6 +27,10 @@ from tokens.settings import SETTINGS, Problem
 LOCAL_SETTINGS = "local.settings.json"
 DOTENV = ".env"
 ENVIRONMENT = "environment"
+# A settings file holds a few dozen lines. These bound what a hostile or mistaken one (a build
+# output, a log pasted over it) costs to read: it is a problem named after the file, found at once.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_VALUES = 1000
 
 _CLOSES_NEXT = re.compile(r"\s*[}\]]")  # after a comma: it was the last of its object or array
 
@@ -111,9 +115,12 @@ def _text_of(path: Path) -> tuple[str | None, str | None]:
     """A settings file's text, or what keeps it from being read. Windows PowerShell 5.1's `>` and
     `Out-File` write UTF-16, whose NUL bytes would otherwise turn into names no one can read."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
     except OSError as error:
         return None, f"cannot be read: {type(error).__name__}"
+    if len(raw) > MAX_FILE_BYTES:
+        return None, f"is over {MAX_FILE_BYTES // 1024} KiB, as no settings file is: is it the right file?"
     if b"\0" not in raw:
         try:
             return raw.decode("utf-8-sig"), None
@@ -149,6 +156,8 @@ def _dotenv_values(path: Path) -> tuple[dict[str, str], str | None]:
         dotenv_log.removeFilter(_said_in_the_problem)
     values = {name: value for name, value in found.items() if value is not None}
     problems = []
+    if len(values) > MAX_VALUES:
+        return {}, f"holds more than {MAX_VALUES} settings, which no app has: is it the right file?"
     if unparsed:
         problems.append(
             f"cannot be parsed at line {', '.join(unparsed[:5])}: write NAME=value, and close every "
@@ -169,6 +178,8 @@ def _values_of(path: Path) -> tuple[dict[str, str], str | None]:
         document = json.loads(lenient_json(text))
     except json.JSONDecodeError as error:
         return {}, f"is not valid JSON (line {error.lineno}, column {error.colno}): fix or remove it"
+    except (ValueError, RecursionError):  # a number of thousands of digits, nesting past Python's limit
+        return {}, "holds JSON no settings file holds (a huge number, or nesting too deep): fix or remove it"
     if not isinstance(document, dict):
         return {}, 'must be a JSON object with "Values"'
     if document.get("IsEncrypted") is True:
@@ -179,6 +190,8 @@ def _values_of(path: Path) -> tuple[dict[str, str], str | None]:
     found = document.get("Values", {})
     if not isinstance(found, dict):
         return {}, '"Values" must be a JSON object of setting names and text values'
+    if len(found) > MAX_VALUES:
+        return {}, f'"Values" holds more than {MAX_VALUES} settings, which no app has: is it the right file?'
     values: dict[str, str] = {}
     wrong = []
     for name, value in found.items():

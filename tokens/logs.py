@@ -1,9 +1,16 @@
-"""Logging for hosted mode: one line per record on standard error, written by a background thread.
+"""Logging for hosted mode: one line per record on standard error, through the standard library's
+QueueHandler and QueueListener, so that a slow or contended standard error never holds a request up.
+(Under Azure Functions the host owns logging, and none of this is used.)
 
-Request threads format their record and put the line on a queue, so that a slow or contended
-standard error never holds a request up; `configure()` returns the function that writes out what is
-still queued, which the server calls when it stops, so that no audit line is lost. (Under Azure
-Functions the host owns logging, and none of this is used.)
+The queue is bounded. An ordinary line that finds it full is dropped and counted, and the count is
+written once the stream takes lines again. An audit record is never dropped: the request that made
+it waits until its line has been written to the stream (AUDIT_WRITE_SECONDS at most), and when it
+could not be (the stream fails, as on a full disk or /dev/full, or its reader stalls), the request
+gets no token (tokens/audit.py, tokens/service.py): an audit trail that silently stops is the one
+outcome this service does not allow. Meanwhile health answers 503, and `serve` exits with status 1.
+
+`configure()` returns the function that writes out what is still queued (within a bounded time) and
+says whether every audit record reached the stream; the server calls it when it stops.
 """
 
 from __future__ import annotations
@@ -12,9 +19,16 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
+from logging.handlers import QueueHandler, QueueListener
+from typing import IO, Any
+
+from tokens import audit
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+MAX_QUEUED = 10_000  # lines; each about 300 bytes
+STOP_SECONDS = 10.0  # for the last lines to be written when the server stops
 
 
 class OneLineFormatter(logging.Formatter):
@@ -25,36 +39,104 @@ class OneLineFormatter(logging.Formatter):
         return super().format(record).replace("\r", "\\r").replace("\n", " | ")
 
 
-class QueuedLines(logging.Handler):
-    """Formats on the caller's thread; one writer thread puts the lines on standard error."""
+class _Writer(logging.Handler):
+    """The listener's one handler: writes each (already formatted) line and flushes, and settles
+    an audit record's confirmation with what happened."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: IO[str]) -> None:
         super().__init__()
-        self.setFormatter(OneLineFormatter(FORMAT))
-        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write, name="log-writer", daemon=True)
-        self._writer.start()
+        self.stream = stream
+        self.writing_since: float | None = None  # set while a write is under way: a stalled reader
+        self.dropped = 0  # ordinary lines that found the queue full, not yet reported
+        self._dropped_lock = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
+        confirmation: audit.Confirmation | None = getattr(record, "confirmation", None)
+        if confirmation is not None and not confirmation.claim():
+            return  # its request gave up waiting and issued nothing: the record would be untrue
+        lines = self._dropped_note() + record.getMessage() + "\n"
+        self.writing_since = time.monotonic()
         try:
-            self._lines.put(self.format(record) + "\n")
+            self.stream.write(lines)
+            self.stream.flush()
         except Exception:
-            self.handleError(record)
+            self._failed(confirmation)
+            return
+        finally:
+            self.writing_since = None
+        audit.trail_failing.clear()
+        if confirmation is not None:
+            confirmation.settle(written=True)
 
-    def flush_and_stop(self) -> None:
-        """Write out every line queued so far, then stop the writer."""
-        self._lines.put(None)
-        self._writer.join(timeout=10)
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - the standard library's name
+        """Nothing to print: the stream that failed is the one it would be printed on."""
 
-    def _write(self) -> None:
-        stopping = False
-        while not stopping:
-            lines = [self._lines.get()]
-            while not self._lines.empty():  # whatever else is queued goes out in the same write
-                lines.append(self._lines.get())
-            stopping = None in lines
-            sys.stderr.write("".join(line for line in lines if line is not None))
-            sys.stderr.flush()
+    def count_dropped(self) -> None:
+        with self._dropped_lock:
+            self.dropped += 1
+
+    def _dropped_note(self) -> str:
+        with self._dropped_lock:
+            dropped, self.dropped = self.dropped, 0
+        if not dropped:
+            return ""
+        note = logging.makeLogRecord({
+            "name": "tokens.logs", "levelno": logging.WARNING, "levelname": "WARNING",
+            "msg": f"{dropped} log lines were dropped: the log stream was too slow",
+        })
+        return OneLineFormatter(FORMAT).format(note) + "\n"
+
+    def _failed(self, confirmation: audit.Confirmation | None) -> None:
+        audit.trail_failing.set()
+        if confirmation is not None:
+            confirmation.settle(written=False)
+
+
+class _Enqueue(QueueHandler):
+    """Puts each record on the bounded queue: an audit record waits for room (and its request for
+    the write), an ordinary line never waits."""
+
+    def __init__(self, lines: queue.Queue[Any], writer: _Writer) -> None:
+        super().__init__(lines)
+        self._lines = lines
+        self.writer = writer
+        self.setFormatter(OneLineFormatter(FORMAT))
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        confirmation: audit.Confirmation | None = getattr(record, "confirmation", None)
+        if confirmation is None:
+            try:
+                self._lines.put_nowait(record)
+            except queue.Full:
+                self.writer.count_dropped()
+            return
+        confirmation.awaited = True
+        since = self.writer.writing_since
+        if since is not None and time.monotonic() - since > audit.AUDIT_WRITE_SECONDS:
+            confirmation.settle(written=False)  # the stream's reader has stalled: fail at once
+            return
+        try:
+            self._lines.put(record, timeout=audit.AUDIT_WRITE_SECONDS)
+        except queue.Full:
+            confirmation.settle(written=False)
+
+
+class _Listener(QueueListener):
+    def __init__(self, lines: queue.Queue[Any], writer: _Writer) -> None:
+        super().__init__(lines, writer)
+        self._lines = lines
+
+    def stop_within(self, seconds: float) -> bool:
+        """Write out what is queued, for `seconds` at most; False if the writer did not finish."""
+        try:
+            self._lines.put(None, timeout=seconds)  # QueueListener's sentinel
+        except queue.Full:
+            return False
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(seconds)
+        return not thread.is_alive()
 
 
 def stderr_handler() -> logging.Handler:
@@ -63,12 +145,21 @@ def stderr_handler() -> logging.Handler:
     return handler
 
 
-def configure() -> Callable[[], None]:
-    """Send every record through a queue to standard error; returns the flush-and-stop function."""
-    handler = QueuedLines()
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+def configure(stream: IO[str] | None = None) -> Callable[[], bool]:
+    """Send every record through the bounded queue to `stream` (standard error); returns the
+    function that writes out what is left and says whether every audit record was written."""
+    lines: queue.Queue[Any] = queue.Queue(MAX_QUEUED)
+    writer = _Writer(stream or sys.stderr)
+    listener = _Listener(lines, writer)
+    logging.basicConfig(level=logging.INFO, handlers=[_Enqueue(lines, writer)], force=True)
     # No format here uses them, and looking them up costs every record a few microseconds.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # waitress logs every queue warning at WARNING; keep its INFO chatter out of the audit stream.
     logging.getLogger("waitress").setLevel(logging.WARNING)
-    return handler.flush_and_stop
+    listener.start()
+
+    def finish() -> bool:
+        flushed = listener.stop_within(STOP_SECONDS)
+        return flushed and audit.not_written() == 0
+
+    return finish

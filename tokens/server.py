@@ -59,6 +59,10 @@ OPENAPI_FILE = ROOT / "openapi.yaml"
 MAX_REQUEST_BODY = 1024 * 1024  # waitress refuses anything larger before the app sees it
 BACKLOG = 1024
 IDLE_TIMEOUT = 30  # seconds a kept-alive connection may wait, between requests, for the next one
+GRACE_MARGIN = 10.0  # seconds, beyond UPSTREAM_TIMEOUT, that a stopping server waits for its requests
+STOP_MARGIN = 5.0  # seconds more that the first process waits for its workers to stop
+LOOP_SECONDS = 0.2  # one turn of the event loop at most: how soon a stop signal is noticed
+ANSWER_SECONDS = 2.0  # after the requests finished, for their answers to go out
 
 
 class Guard(NamedTuple):
@@ -93,7 +97,8 @@ class HostedApp:
         if source is None or not source.is_file():
             return _error(NotFound())
         if method not in ("GET", "HEAD"):
-            return _error(MethodNotAllowed())
+            status, headers, body = _error(MethodNotAllowed())
+            return status, [*headers, ("Allow", "GET, HEAD")], body
         content_type = _CONTENT_TYPES.get(source.suffix, "application/octet-stream")
         headers = [("Content-Type", content_type), ("Cache-Control", "no-cache")]
         return 200, headers, b"" if method == "HEAD" else source.read_bytes()
@@ -183,8 +188,8 @@ class Plan(NamedTuple):
     threads: int
     serve_pages: bool  # the demo's sample pages at /
     # Runs first in every serving process (it configures logging) and returns what to run when that
-    # process stops (flushing the logs).
-    setup_process: Callable[[], Callable[[], None]]
+    # process stops: it flushes the logs and says whether every audit record was written.
+    setup_process: Callable[[], Callable[[], bool]]
     guard: Guard
     settings: Settings  # read once, by the first process; the workers read no environment
     # The demo puts its emulator's browser routes in front of the application (one process only:
@@ -192,57 +197,81 @@ class Plan(NamedTuple):
     wrap: Callable[[WSGIApplication], WSGIApplication] | None = None
 
 
-def run(groups: list[list[socket.socket]], plan: Plan) -> None:
-    """Serve until SIGINT or SIGTERM, with one worker process per group of sockets (from
-    `listeners`)."""
+def run(groups: list[list[socket.socket]], plan: Plan) -> bool:
+    """Serve until SIGINT or SIGTERM (Ctrl+C or Ctrl+Break on Windows), with one worker process per
+    group of sockets (from `listeners`); then stop accepting, let the requests in flight finish
+    within the grace period, and flush the log. True when every audit record was written."""
     _allow_open_files(plan.guard.max_connections * len(groups) + 256)
     if len(groups) == 1:
-        _serve(groups[0], plan)
-        return
-    new_process = _process_kind()
+        return _serve(groups[0], plan)
+    new_process, forks = _process_kind()
+    every = {sock for sockets in groups for sock in sockets}
+    # A forked worker inherits every socket: it closes the others', so that a worker that stops
+    # accepting stops its socket taking connections (nobody else holds it open).
     processes = [
         new_process(
             target=_worker,
-            args=(sockets, plan, os.getpid()),
+            args=(sockets, [sock for sock in every if forks and sock not in sockets], plan, os.getpid()),
             name=f"tokens-worker-{number}",
         )
         for number, sockets in enumerate(groups, start=1)
     ]
-    with _stop_on_signals():
+    with _stop_on_signals(_raise_stop):
         try:
             for process in processes:
                 process.start()
+            for sock in every:  # the workers hold them now; this process accepts nothing
+                sock.close()
             while all(process.is_alive() for process in processes):
                 time.sleep(0.2)
             log.error("A worker process exited; stopping the others")
         except _Stop:
             pass
         finally:
-            if sys.platform == "win32":
-                # terminate() is TerminateProcess there: no finally, no log flush. Ctrl-C reached
-                # every process of the console already; give them the time to stop by themselves.
-                for process in processes:
-                    process.join(5)
-            for process in processes:
-                if process.is_alive():
-                    process.terminate()
-            for process in processes:
-                process.join(10)
-            for sock in {sock for sockets in groups for sock in sockets}:
+            _stop_workers(processes, grace(plan.settings))
+            for sock in every:
                 sock.close()
+    return all(process.exitcode == 0 for process in processes)
 
 
-def _process_kind() -> Callable[..., BaseProcess]:
-    """fork where there is one: it shares the sockets and the imported modules; elsewhere (Windows)
-    spawn, which passes the sockets to each worker through multiprocessing."""
+def grace(settings: Settings) -> float:
+    """How long a stopping server waits for its requests in flight: one request's longest time
+    (Direct Line's deadline, and the identity provider's, Redis's and the audit write's) and a margin."""
+    return settings.upstream_timeout + GRACE_MARGIN
+
+
+def _stop_workers(processes: list[BaseProcess], seconds: float) -> None:
+    """Ask each worker to stop as a signal would, wait for them to finish their requests, and end
+    the ones that do not in time."""
+    if sys.platform != "win32":
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: the worker stops as serve does (_serve)
+    # On Windows terminate() is TerminateProcess (no finally, no log flush); Ctrl+C reached every
+    # process of the console already, and they stop by themselves.
+    deadline = time.monotonic() + seconds + STOP_MARGIN
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            log.error("Worker %s did not stop in time; ending it", process.name)
+            process.kill()
+            process.join(5)
+
+
+def _process_kind() -> tuple[Callable[..., BaseProcess], bool]:
+    """fork where there is one (True): it shares the sockets and the imported modules; elsewhere
+    (Windows) spawn, which passes each worker its own sockets through multiprocessing."""
     import multiprocessing  # only here: one process needs none of it (and starts faster)
 
     if sys.platform != "win32" and "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork").Process
-    return multiprocessing.get_context("spawn").Process
+        return multiprocessing.get_context("fork").Process, True
+    return multiprocessing.get_context("spawn").Process, False
 
 
-def _worker(sockets: list[socket.socket], plan: Plan, parent: int) -> None:
+def _worker(sockets: list[socket.socket], others: list[socket.socket], plan: Plan, parent: int) -> None:
+    for sock in others:
+        sock.close()
     # A worker must not outlive a parent that was killed outright (and so could not stop it).
     def watch_parent() -> None:
         if sys.platform == "win32":  # getppid() goes on answering a dead parent's id there
@@ -259,46 +288,92 @@ def _worker(sockets: list[socket.socket], plan: Plan, parent: int) -> None:
         _thread.interrupt_main(signal.SIGINT)
 
     threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
-    _serve(sockets, plan)
+    if not _serve(sockets, plan):
+        sys.exit(1)
 
 
-def _serve(sockets: list[socket.socket], plan: Plan) -> None:
+def _serve(sockets: list[socket.socket], plan: Plan) -> bool:
+    """Serve on `sockets` in this process until a stop signal; then drain. True when every audit
+    record was written."""
     finish = plan.setup_process()
     routes.configure(plan.threads, plan.settings)
     try:
-        with _stop_on_signals():
+        stopping = threading.Event()
+        with _stop_on_signals(lambda signum, frame: stopping.set()):
             app: WSGIApplication = HostedApp(plan.serve_pages)
             if plan.wrap is not None:
                 app = plan.wrap(app)
             server = _waitress(app, sockets, plan.threads, plan.guard)
-            try:
-                server.run()
-            except _Stop:
-                pass
-            finally:
-                # Let the requests in flight finish (and write their audit lines) before the logs
-                # are flushed; their answers may no longer reach the clients.
-                server.task_dispatcher.shutdown(timeout=5)
+            while not stopping.is_set():
+                _turn(server)
+            _drain(server, grace(plan.settings))
     finally:
-        finish()
+        written = finish()
+    return written
+
+
+def _turn(server: Any, seconds: float = LOOP_SECONDS) -> None:
+    """One turn of waitress's event loop: a signal is noticed within `seconds`."""
+    from waitress import wasyncore
+
+    wasyncore.loop(timeout=seconds, map=_socket_map(server), use_poll=server.adj.asyncore_use_poll, count=1)
+
+
+def _socket_map(server: Any) -> dict[int, Any]:
+    # One listening server has its own map; several (a host with IPv4 and IPv6 addresses) share one.
+    socket_map: dict[int, Any] = getattr(server, "map", None) or server._map
+    return socket_map
+
+
+def _drain(server: Any, seconds: float) -> None:
+    """Stop accepting; let the requests already taken finish and their answers go out, for
+    `seconds` at most; then stop the threads. Every request that reached the app writes its audit
+    record before it answers, so none is lost unless it outlives the grace period."""
+    from waitress import wasyncore
+    from waitress.server import BaseWSGIServer
+
+    for listener in [d for d in _socket_map(server).values() if isinstance(d, BaseWSGIServer)]:
+        listener.accepting = False
+        # The listening socket only: its trigger still wakes the loop when an answer is ready.
+        wasyncore.dispatcher.close(listener)
+    dispatcher = server.task_dispatcher
+    deadline = time.monotonic() + seconds
+    if _busy(dispatcher):
+        log.info("Stopping: waiting up to %g s for the requests in flight", seconds)
+    while _busy(dispatcher) and time.monotonic() < deadline:
+        _turn(server, 0.1)
+    sending = time.monotonic() + ANSWER_SECONDS  # the answers just made: out to their clients
+    while _answers_pending(server) and time.monotonic() < min(sending, deadline + ANSWER_SECONDS):
+        _turn(server, 0.05)
+    if _busy(dispatcher):
+        log.error("Stopping with requests still in flight after %g s", seconds)
+    dispatcher.shutdown(cancel_pending=True, timeout=1)
+
+
+def _busy(dispatcher: Any) -> bool:
+    with dispatcher.lock:
+        return bool(dispatcher.queue) or dispatcher.active_count > 0
+
+
+def _answers_pending(server: Any) -> bool:
+    return any(getattr(channel, "total_outbufs_len", 0) for channel in list(_socket_map(server).values()))
 
 
 class _Stop(SystemExit):
-    """Raised in the main thread by SIGTERM/SIGINT, so that `finally` blocks run (flushing logs).
-    A SystemExit, because waitress passes only those (and KeyboardInterrupt) out of its loop: it
-    ends the loop, lets the threads finish their requests, and returns."""
+    """Raised in the first process of several by SIGTERM/SIGINT, so that it stops waiting on its
+    workers and stops them."""
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
+def _stop_on_signals(handler: Callable[[int, FrameType | None], Any]) -> Iterator[None]:
     previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
     for sig in _STOP_SIGNALS:
-        signal.signal(sig, _raise_stop)
+        signal.signal(sig, handler)
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -6,6 +6,7 @@ good or bad, leaves exactly one audit record.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -42,6 +43,10 @@ from tokens.settings import (
 from tokens.tickets import Tickets, check_owner
 
 log = logging.getLogger("tokens.service")
+
+_AUDIT_NOT_WRITTEN = (
+    "The service cannot write its audit trail, so it issues nothing; the operator must fix its log."
+)
 
 
 class Service(Protocol):
@@ -122,6 +127,10 @@ class TokenService:
         """The settings are valid; and whether Direct Line is answering, as the circuit breaker has
         seen it (no call is made to find out)."""
         direct_line = "available" if self.client.breaker.available else "unavailable"
+        if audit.trail_failing.is_set():
+            # An instance that cannot write its audit trail issues nothing: take it out of rotation.
+            failing = {"status": "failing", "auditLog": "not written", "directLine": direct_line}
+            return _with_cors(self.facts(request), json_response(503, failing))
         body: dict[str, Any] = {"status": "ok", "directLine": direct_line}
         warnings = [problem.setting for problem in browser_problems(self.settings)]
         if warnings:
@@ -253,23 +262,25 @@ class TokenService:
             log.exception("Unexpected failure in %s", event)
             reason = Misconfigured.code
             response = error_response(Misconfigured("The service failed unexpectedly."))
-        response = _with_cors(facts, response)
-        audit.emit(
-            audit.build_record(
-                event=event,
-                status=response.status,
-                user_id=outcome.user_id,
-                conversation_id=outcome.conversation_id,
-                auth_mode=self.identity.mode,
-                origin=facts.origin,
-                client_ip=facts.client.for_audit(self.settings.audit_client_ip),
-                reason=reason,
-                duration_ms=(self._clock() - started) * 1000,
-                invocation_id=request.invocation_id,
-                by_secondary=outcome.by_secondary,
-            )
+        record = audit.build_record(
+            event=event,
+            status=response.status,
+            user_id=outcome.user_id,
+            conversation_id=outcome.conversation_id,
+            auth_mode=self.identity.mode,
+            origin=facts.origin,
+            client_ip=facts.client.for_audit(self.settings.audit_client_ip),
+            reason=reason,
+            duration_ms=(self._clock() - started) * 1000,
+            invocation_id=request.invocation_id,
+            by_secondary=outcome.by_secondary,
         )
-        return response
+        try:
+            audit.emit(record)
+        except audit.AuditNotWritten:
+            # No token leaves without its audit record: the caller gets the error instead.
+            response = error_response(Misconfigured(_AUDIT_NOT_WRITTEN))
+        return _with_cors(facts, response)
 
 
 def _with_cors(facts: Facts, response: Response) -> Response:
@@ -307,22 +318,21 @@ class MisconfiguredService:
 
     def _fail(self, event: str, request: Request) -> Response:
         started = self._clock()
-        response = error_response(Misconfigured())
-        audit.emit(
-            audit.build_record(
-                event=event,
-                status=response.status,
-                user_id=None,
-                conversation_id=None,
-                auth_mode="unknown",
-                origin=request.header("origin"),
-                client_ip=None,
-                reason=Misconfigured.code,
-                duration_ms=(self._clock() - started) * 1000,
-                invocation_id=request.invocation_id,
-            )
+        record = audit.build_record(
+            event=event,
+            status=500,
+            user_id=None,
+            conversation_id=None,
+            auth_mode="unknown",
+            origin=request.header("origin"),
+            client_ip=None,
+            reason=Misconfigured.code,
+            duration_ms=(self._clock() - started) * 1000,
+            invocation_id=request.invocation_id,
         )
-        return response
+        with contextlib.suppress(audit.AuditNotWritten):  # it answers the error either way
+            audit.emit(record)
+        return error_response(Misconfigured())
 
 
 def _varies(response: Response) -> Response:

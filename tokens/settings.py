@@ -317,10 +317,15 @@ def _timeout(text: str) -> float | None:
 def _origins(text: str) -> tuple[OriginPattern, ...]:
     entries = [entry.strip() for entry in text.split(",") if entry.strip()]
     patterns = [parse_pattern(entry) for entry in entries]
-    bad = [entry[:80] for entry, pattern in zip(entries, patterns, strict=True) if pattern is None]
+    bad = [str(n) for n, pattern in enumerate(patterns, start=1) if pattern is None]
     if bad:
-        listed = ", ".join(repr(entry) for entry in bad)
-        raise InvalidValue(f"{listed}: not an origin such as https://www.contoso.com or https://*.contoso.com")
+        # By position, never by value: what stands where an origin belongs may be a pasted secret.
+        which = f"entry {bad[0]}" if len(bad) == 1 else f"entries {', '.join(bad)}"
+        raise InvalidValue(
+            f"{which} of {len(entries)} is not an origin such as https://www.contoso.com or "
+            "https://*.contoso.com (scheme, host and port only; not shown here, in case a secret was "
+            "pasted)"
+        )
     return tuple(pattern for pattern in patterns if pattern is not None)
 
 
