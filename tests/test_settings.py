@@ -401,6 +401,28 @@ def test_allowed_origins_set_is_no_browser_problem() -> None:
     assert browser_problems(settings) == []
 
 
+@pytest.mark.parametrize("written", ["none", "None", " NONE "])
+def test_allowed_origins_none_refuses_every_browser_on_purpose_and_is_no_browser_problem(written: str) -> None:
+    """A service that only servers call says so (the template's origins prompt takes it), so that
+    neither check nor health's warnings ask it for the pages' origins."""
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": written})
+    assert settings.allowed_origins == ()
+    assert settings.servers_only is True
+    assert browser_problems(settings) == []
+
+
+def test_none_is_the_whole_value_or_not_an_origin() -> None:
+    message = _problems(ALLOWED_ORIGINS="none,https://www.contoso.com")["ALLOWED_ORIGINS"]
+    assert "'none'" in message
+
+
+def test_empty_allowed_origins_is_not_servers_only_and_its_problem_names_none_as_the_way_to_say_so() -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ""})
+    assert settings.servers_only is False
+    [problem] = browser_problems(settings)
+    assert "or none if only servers call this service" in problem.message
+
+
 @pytest.fixture
 def no_settings_in_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every setting unset in os.environ, in an empty working directory; load_settings writes what
