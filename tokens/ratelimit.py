@@ -159,13 +159,15 @@ class SharedCounter:
         from limits.storage import RedisStorage
         from limits.strategies import SlidingWindowCounterRateLimiter
 
+        from tokens.redisauth import connection_options
+
         self.storage: RedisStorage = RedisStorage(
             url,
             wrap_exceptions=True,
             # Two services (two bots) sharing one cache must not share their counts.
             key_prefix=f"LIMITS:{namespace}",
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
+            # Azure's Redis with no password in the URL: the app's identity signs in (redisauth).
+            **connection_options(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT),
         )
         self._strategy = SlidingWindowCounterRateLimiter(self.storage)
         self._items: dict[Limit, Any] = {}
@@ -183,7 +185,8 @@ class SharedCounter:
         return max(self.wait(limit, key), 1.0)
 
     def close(self) -> None:
-        self.storage.storage.close()
+        # The pool's, not the client's close(): a client leaves a pool it was given open (redisauth's).
+        self.storage.storage.connection_pool.close()
 
     def _item(self, limit: Limit) -> Any:
         item = self._items.get(limit)
