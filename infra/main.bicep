@@ -46,12 +46,13 @@ param directLineSecretSecondary string = ''
 @description('Always-ready instances for the HTTP functions. 0 scales to zero (the warm-up timer softens cold starts); each instance removes cold starts for its share of traffic and is billed while idle.')
 param alwaysReadyInstances int = 0
 
-// Flex Consumption refuses a maximum instance count below 40 or above 1000: "The lowest maximum scale
-// is currently 40. The highest currently supported value is 1000." (Considerations, Scale:
-// https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations)
-@minValue(40)
+// What Flex Consumption accepts: "The lowest maximum scale is currently 1. The highest currently
+// supported value is 1000." (Considerations, Scale, in
+// https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations; earlier
+// versions of that page gave 40 as the lowest.)
+@minValue(1)
 @maxValue(1000)
-@description('Upper bound on instances the app may scale out to, from 40 to 1000 (what Flex Consumption accepts). Also bounds the bill and what Direct Line sees from us.')
+@description('Upper bound on instances the app may scale out to, from 1 to 1000 (what Flex Consumption accepts). Also bounds the bill and what Direct Line sees from us.')
 param maximumInstanceCount int = 40
 
 @allowed([

@@ -49,10 +49,11 @@ KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 # Every setting the app reads: its own settings table, so that a new setting fails here until the
 # template sets it (or says why not).
 SPEC_SETTINGS = set(SETTINGS)
-# Flex Consumption's bounds on the maximum instance count, as its docs state them (Considerations,
-# Scale): the template cites this page next to the parameter.
+# Flex Consumption's bounds on the maximum instance count, as its docs state them now (Considerations,
+# Scale: "The lowest maximum scale is currently 1. The highest currently supported value is 1000.";
+# earlier versions of the page said 40): the template cites this page next to the parameter.
 FLEX_SCALE_DOCS = "https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations"
-FLEX_MAXIMUM_INSTANCES = (40, 1000)
+FLEX_MAXIMUM_INSTANCES = (1, 1000)
 # Deliberately never set by the template (docs/deploy.md says why).
 LEFT_UNSET = {"WARMUP_URL"}
 SECRET_PARAMETERS = {"directLineSecret", "directLineSecretSecondary", "userHandleKey", "authJwtSecret"}
