@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.auth.token import TokenInterface
 from redis.credentials import (
     CredentialProvider,
     StreamingCredentialProvider,
@@ -194,8 +195,8 @@ def test_the_token_is_renewed_in_the_background_before_it_expires(monkeypatch: p
         renewed: list[str] = []
         arrived = threading.Event()
 
-        def on_next(token: object) -> None:
-            renewed.append(token.get_value())  # type: ignore[attr-defined]
+        def on_next(token: TokenInterface) -> None:
+            renewed.append(token.get_value())
             arrived.set()
 
         provider.on_next(on_next)
