@@ -46,9 +46,13 @@ param directLineSecretSecondary string = ''
 @description('Always-ready instances for the HTTP functions. 0 scales to zero (the warm-up timer softens cold starts); each instance removes cold starts for its share of traffic and is billed while idle.')
 param alwaysReadyInstances int = 0
 
+// What Flex Consumption accepts: "The lowest maximum scale is currently 1. The highest currently
+// supported value is 1000." (Considerations, Scale, in
+// https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations; earlier
+// versions of that page gave 40 as the lowest.)
 @minValue(1)
 @maxValue(1000)
-@description('Upper bound on instances the app may scale out to. Also bounds the bill and what Direct Line sees from us.')
+@description('Upper bound on instances the app may scale out to, from 1 to 1000 (what Flex Consumption accepts). Also bounds the bill and what Direct Line sees from us.')
 param maximumInstanceCount int = 40
 
 @allowed([
@@ -58,6 +62,14 @@ param maximumInstanceCount int = 40
 ])
 @description('Memory of each instance in MB. The service is I/O bound; 2048 is the platform default.')
 param instanceMemoryMB int = 2048
+
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+@description('Python version the app runs on. The whole test suite runs under 3.11, the default; all but its browser and slow tests under 3.12 and 3.13 too, and requirements.txt resolves on each.')
+param pythonVersion string = '3.11'
 
 // ---------------------------------------------------------------------------------------------
 // App settings of the SPEC (defaults equal the SPEC's own defaults)
@@ -69,8 +81,11 @@ param instanceMemoryMB int = 2048
 @description('DIRECT_LINE_ENDPOINT: Direct Line base URL (regional hosts such as europe.directline.botframework.com are accepted by the app).')
 param directLineEndpoint string = 'https://directline.botframework.com/v3/directline'
 
-@description('ALLOWED_ORIGINS: comma-separated browser origins allowed to ask for tokens. Empty refuses every browser origin.')
-param allowedOrigins string = ''
+// No default, and a bare azd variable in main.parameters.json: a first `azd up` asks for it, so that
+// the page that embeds Web Chat is not refused (403 origin_not_allowed) by a service that says ok.
+@minLength(1)
+@description('ALLOWED_ORIGINS: the origins of the pages that embed Web Chat, comma-separated, such as https://www.contoso.com,https://*.contoso.com,http://localhost:3000 (scheme, host and port only; *. allows one level of subdomains). none: no browser page calls this service, only servers.')
+param allowedOrigins string
 
 @allowed([
   'anonymous'
@@ -153,7 +168,7 @@ param rateLimitIpv6Prefix int = 64
 // Shared rate limits
 // ---------------------------------------------------------------------------------------------
 
-@description('Create Azure Managed Redis and point RATE_LIMIT_STORAGE at it, so limits hold across instances. Billed per hour while it exists.')
+@description('Create Azure Managed Redis and point RATE_LIMIT_STORAGE at it, so limits hold across instances. The app signs in with its managed identity; the cache takes no access key. Billed per hour while it exists.')
 param enableManagedRedis bool = false
 
 @allowed([
@@ -206,7 +221,6 @@ var directLineSecretName = 'direct-line-secret'
 var directLineSecretSecondaryName = 'direct-line-secret-secondary'
 var userHandleKeySecretName = 'user-handle-key'
 var authJwtSecretName = 'auth-jwt-secret'
-var rateLimitStorageSecretName = 'rate-limit-storage'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -274,8 +288,7 @@ module redis 'modules/redis.bicep' = if (enableManagedRedis) {
     location: location
     tags: tags
     skuName: managedRedisSku
-    keyVaultName: vault.outputs.name
-    connectionSecretName: rateLimitStorageSecretName
+    principalId: identity.outputs.principalId
   }
 }
 
@@ -315,7 +328,6 @@ var specSettings = {
 }
 
 // Settings that exist only when their parameter was given, so that "empty" means "unset" to the app.
-// Without Managed Redis, RATE_LIMIT_STORAGE stays unset: memory:// counts per instance.
 var jwtSettings = union(
   empty(authJwtIssuer) ? {} : {
     AUTH_JWT_ISSUER: authJwtIssuer
@@ -336,11 +348,14 @@ var optionalSecretSettings = union(
   },
   empty(authJwtSecret) ? {} : {
     AUTH_JWT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${authJwtSecretName})'
-  },
-  enableManagedRedis ? {
-    RATE_LIMIT_STORAGE: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${rateLimitStorageSecretName})'
-  } : {}
+  }
 )
+// With Managed Redis, RATE_LIMIT_STORAGE names the database and holds no secret: the app signs in
+// with its managed identity (an access policy in modules/redis.bicep, tokens/redisauth.py), so it
+// needs no Key Vault either. Without it the setting stays unset: memory:// counts per instance.
+var redisSettings = enableManagedRedis ? {
+  RATE_LIMIT_STORAGE: 'rediss://${redis.outputs.hostName}:10000'
+} : {}
 
 module api 'modules/functionapp.bicep' = {
   name: 'api'
@@ -355,13 +370,14 @@ module api 'modules/functionapp.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainerUrl: '${storage.outputs.blobEndpoint}${deploymentContainerName}'
     appInsightsConnectionString: monitoring.outputs.connectionString
-    appSettings: union(specSettings, jwtSettings, optionalSecretSettings)
+    appSettings: union(specSettings, jwtSettings, optionalSecretSettings, redisSettings)
     alwaysReadyInstances: alwaysReadyInstances
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    pythonVersion: pythonVersion
   }
   // The app resolves its Key Vault references and reaches its storage as soon as it starts: let the
-  // role assignments and the secrets exist first.
+  // role assignments, the secrets and the cache's access policy exist first.
   dependsOn: [
     roles
     redis

@@ -198,11 +198,12 @@ def served(
     workers: int | None = None,
     args: Sequence[str] = (),
     cwd: Path | None = None,
+    module: str = "tokens",
 ) -> Iterator[ServedApp]:
-    """`python -m tokens serve` with these settings, logging into tmp_path; a misconfigured app
-    (health 503) counts as started, since some tests serve one on purpose."""
+    """`python -m tokens serve` (or `module`'s) with these settings, logging into tmp_path; a
+    misconfigured app (health 503) counts as started, since some tests serve one on purpose."""
     log_path = tmp_path / f"{name}-{next(_log_serial)}.log"
     with serving(
-        env, log_path, demo=demo, workers=workers, args=args, ready_statuses=(200, 503), cwd=cwd
+        env, log_path, demo=demo, workers=workers, args=args, ready_statuses=(200, 503), cwd=cwd, module=module
     ) as app:
         yield app

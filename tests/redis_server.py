@@ -7,6 +7,7 @@ visible reason on a developer machine, and fail when `CI=true`, so that CI canno
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import signal
 import subprocess
@@ -51,6 +52,18 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
+
+    def require_sign_in(self) -> redis.Redis:
+        """Turn off the password-less default user, as Azure's Redis has none: from now on a new
+        connection must sign in as a user of `add_user`. Returns an administrator's client."""
+        password = secrets.token_urlsafe(16)
+        with self.client() as client:
+            add_user(client, "admin", password)
+            client.acl_setuser("default", enabled=False)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, username="admin", password=password, socket_timeout=2,
+            socket_connect_timeout=2,
+        )
 
     def start(self) -> None:
         assert self.process is None, "already running"
@@ -117,3 +130,11 @@ def running_redis(log_dir: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def add_user(admin: redis.Redis, name: str, password: str) -> None:
+    """A user allowed every command and key, as Azure's default access policy, with this password
+    (added to any it has)."""
+    admin.acl_setuser(
+        name, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"], categories=["+@all"]
+    )

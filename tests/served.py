@@ -93,12 +93,14 @@ def serving(
     args: Sequence[str] = (),
     ready_statuses: Collection[int] = (200,),
     cwd: Path | None = None,
+    module: str = "tokens",
 ) -> Iterator[ServedApp]:
     """Start `serve` on a free loopback port and wait until /api/health answers one of
     `ready_statuses`; stop it afterwards. It runs in `cwd`, by default the log's directory: never
-    in the repository, whose own local.settings.json or .env (a developer's) would apply."""
+    in the repository, whose own local.settings.json or .env (a developer's) would apply. `module`
+    is what `python -m` runs: `tokens`, or a test's launcher that takes the same command line."""
     port = free_port()
-    command = [sys.executable, "-m", "tokens", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port)]
     if threads is not None:
         command += ["--threads", str(threads)]
     if workers is not None:

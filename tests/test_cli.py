@@ -53,6 +53,11 @@ def test_check_passes_on_valid_settings(tmp_path: Path) -> None:
     assert "valid" in result.stdout
 
 
+def test_check_passes_a_service_that_only_servers_call(tmp_path: Path) -> None:
+    result = _check({"DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": "none"}, tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_check_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
     result = _check(
         {

@@ -286,3 +286,9 @@ def test_health_has_no_warnings_when_pages_are_allowed(open_adapter: Any) -> Non
     status, answer = open_adapter().call("health")
     assert status == 200
     assert "warnings" not in answer
+
+
+def test_health_has_no_warnings_when_no_browser_page_is_meant_to_call(open_adapter: Any) -> None:
+    status, answer = open_adapter(ALLOWED_ORIGINS="none").call("health")
+    assert (status, answer["status"]) == (200, "ok")
+    assert "warnings" not in answer

@@ -21,7 +21,8 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.prerequisites import missing_prerequisite
-from tokens.settings import SETTINGS
+from tokens.redisauth import uses_entra_id
+from tokens.settings import SETTINGS, Settings
 
 INFRA = ROOT / "infra"
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -48,6 +49,11 @@ KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 # Every setting the app reads: its own settings table, so that a new setting fails here until the
 # template sets it (or says why not).
 SPEC_SETTINGS = set(SETTINGS)
+# Flex Consumption's bounds on the maximum instance count, as its docs state them now (Considerations,
+# Scale: "The lowest maximum scale is currently 1. The highest currently supported value is 1000.";
+# earlier versions of the page said 40): the template cites this page next to the parameter.
+FLEX_SCALE_DOCS = "https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations"
+FLEX_MAXIMUM_INSTANCES = (1, 1000)
 # Deliberately never set by the template (docs/deploy.md says why).
 LEFT_UNSET = {"WARMUP_URL"}
 SECRET_PARAMETERS = {"directLineSecret", "directLineSecretSecondary", "userHandleKey", "authJwtSecret"}
@@ -128,6 +134,19 @@ def _decorators(parameter: dict[str, Any]) -> set[str]:
     return {decorator["type"] for decorator in parameter["decorators"]}
 
 
+def _decorator(parameter: dict[str, Any], kind: str) -> Any:
+    (argument,) = [decorator["argument"] for decorator in parameter["decorators"] if decorator["type"] == kind]
+    return argument
+
+
+def _dotted(expression: Any) -> str:
+    """`a.b.c` from pycep's nested property accessors (a plain name stays as it is)."""
+    if isinstance(expression, str):
+        return expression
+    operands = expression["operator"]["operands"]
+    return f"{_dotted(operands['operand_1'])}.{_dotted(operands['operand_2'])}"
+
+
 def _walk(node: Any) -> Iterator[Any]:
     yield node
     if isinstance(node, dict):
@@ -151,7 +170,7 @@ def _settings_in(expression: Any) -> dict[str, Any]:
 def _app_settings(parsed: dict[str, Any]) -> dict[str, Any]:
     main = _bicep(parsed, "main.bicep")
     settings: dict[str, Any] = {}
-    for name in ("specSettings", "jwtSettings", "optionalSecretSettings"):
+    for name in ("specSettings", "jwtSettings", "optionalSecretSettings", "redisSettings"):
         settings.update(_settings_in(_variable(main, name)))
     return settings
 
@@ -269,11 +288,44 @@ def test_every_template_parameter_can_be_set_from_the_azd_environment(parsed: di
             assert match["default"] == (str(default).lower() if isinstance(default, bool) else str(default)), name
 
 
-def test_parameters_without_a_default_are_only_the_environment_region_and_secret(parsed: dict[str, Any]) -> None:
+def test_parameters_without_a_default_are_the_environment_region_secret_and_page_origins(
+    parsed: dict[str, Any],
+) -> None:
     """azd asks for exactly these on a first `azd up`."""
     main = _bicep(parsed, "main.bicep")
     required = {name for name, parameter in main["parameters"].items() if parameter["default"] is None}
-    assert required == {"environmentName", "location", "directLineSecret"}
+    assert required == {"environmentName", "location", "directLineSecret", "allowedOrigins"}
+
+
+def test_azd_asks_for_the_page_origins_and_refuses_an_empty_answer(parsed: dict[str, Any]) -> None:
+    """A bare variable (no `=default`) and no default in the template: azd prompts, as for the secret.
+    minLength 1 makes the prompt ask again on an empty answer, which would refuse every browser."""
+    origins = _parameter(_bicep(parsed, "main.bicep"), "allowedOrigins")
+    mapping = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert mapping["allowedOrigins"]["value"] == "${APP_ALLOWED_ORIGINS}"
+    assert origins["default"] is None
+    assert _decorator(origins, "min_length") == 1
+    assert _app_settings(parsed)["ALLOWED_ORIGINS"] == "allowedOrigins"
+
+
+def test_the_origins_prompt_shows_the_format_and_every_example_it_shows_is_accepted_by_the_app(
+    parsed: dict[str, Any],
+) -> None:
+    description = _decorator(_parameter(_bicep(parsed, "main.bicep"), "allowedOrigins"), "description")
+    examples = re.search(r"such as (\S+) ", description)
+    assert examples, description
+    assert "https://www.contoso.com" in examples[1]
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": "x" * 40, "ALLOWED_ORIGINS": examples[1]})
+    assert len(settings.allowed_origins) == len(examples[1].split(","))
+
+
+def test_the_origins_prompt_names_the_answer_for_a_server_only_deployment_and_the_app_takes_it(
+    parsed: dict[str, Any],
+) -> None:
+    description = _decorator(_parameter(_bicep(parsed, "main.bicep"), "allowedOrigins"), "description")
+    assert "none: no browser page calls this service" in description
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": "x" * 40, "ALLOWED_ORIGINS": "none"})
+    assert (settings.allowed_origins, settings.servers_only) == ((), True)
 
 
 # --- Flex Consumption --------------------------------------------------------------------------------------
@@ -285,10 +337,24 @@ def test_the_plan_is_flex_consumption_fc1_on_linux(parsed: dict[str, Any]) -> No
     assert plan["properties"]["reserved"] is True
 
 
-def test_the_function_app_runs_python_3_11_on_linux(parsed: dict[str, Any]) -> None:
+def test_the_function_app_runs_python_on_linux_in_the_version_of_a_parameter(parsed: dict[str, Any]) -> None:
     site = _resource(_bicep(parsed, "modules/functionapp.bicep"), "site")
     assert site["kind"] == "functionapp,linux"
-    assert site["properties"]["functionAppConfig"]["runtime"] == {"name": "python", "version": "3.11"}
+    assert site["properties"]["functionAppConfig"]["runtime"] == {"name": "python", "version": "pythonVersion"}
+    assert _bicep(parsed, "main.bicep")["modules"]["api"]["config"]["params"]["pythonVersion"] == "pythonVersion"
+
+
+def test_the_python_versions_offered_are_those_ci_tests_and_the_default_is_the_full_suites(
+    parsed: dict[str, Any],
+) -> None:
+    """The whole suite runs in CI's container image; .ci/run runs it again under each other Python."""
+    python = _parameter(_bicep(parsed, "main.bicep"), "pythonVersion")
+    image = _workflow(parsed, "ci.yml")["jobs"]["test"]["container"]["image"]
+    full_suite = re.fullmatch(r"python:(3\.\d+)-\w+", image)
+    assert full_suite, image
+    others = re.findall(r"\.ci/python-venv (3\.\d+)", (ROOT / ".ci" / "run").read_text())
+    assert python["default"] == full_suite[1] == "3.11"
+    assert _decorator(python, "allowed") == sorted({full_suite[1], *others}) == ["3.11", "3.12", "3.13"]
 
 
 def test_the_deployment_package_is_read_with_the_user_assigned_identity(parsed: dict[str, Any]) -> None:
@@ -316,7 +382,19 @@ def test_scale_out_memory_and_always_ready_instances_are_parameters(parsed: dict
     assert always_ready["false_value"] == []
     assert _parameter(main, "alwaysReadyInstances")["default"] == 0
     assert _parameter(main, "instanceMemoryMB")["default"] == 2048
-    assert _parameter(main, "maximumInstanceCount")["default"] >= 1
+
+
+def test_the_maximum_instance_count_is_bounded_as_flex_consumption_accepts_citing_its_docs(
+    parsed: dict[str, Any],
+) -> None:
+    maximum = _parameter(_bicep(parsed, "main.bicep"), "maximumInstanceCount")
+    low, high = FLEX_MAXIMUM_INSTANCES
+    assert (_decorator(maximum, "min_value"), _decorator(maximum, "max_value")) == (low, high)
+    assert low <= maximum["default"] <= high
+    mapping = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert mapping["maximumInstanceCount"]["value"] == f"${{AZURE_MAXIMUM_INSTANCE_COUNT={maximum['default']}}}"
+    assert FLEX_SCALE_DOCS in (INFRA / "main.bicep").read_text(encoding="utf-8")
+    assert FLEX_SCALE_DOCS in (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
 
 
 # --- transport and publishing -----------------------------------------------------------------------------
@@ -370,7 +448,6 @@ def test_optional_secrets_are_key_vault_references_too(parsed: dict[str, Any]) -
         ("DIRECT_LINE_SECRET_SECONDARY", "directLineSecretSecondaryName"),
         ("USER_HANDLE_KEY", "userHandleKeySecretName"),
         ("AUTH_JWT_SECRET", "authJwtSecretName"),
-        ("RATE_LIMIT_STORAGE", "rateLimitStorageSecretName"),
     ):
         assert settings[name] == f"@Microsoft.KeyVault(VaultName=${{keyVaultName}};SecretName=${{{secret}}})"
 
@@ -520,7 +597,7 @@ def test_managed_redis_is_optional_and_off_by_default(parsed: dict[str, Any]) ->
     assert _condition(main, "modules", "redis") == "enableManagedRedis"
 
 
-def test_managed_redis_takes_tls_only_through_one_endpoint_with_its_url_in_key_vault(parsed: dict[str, Any]) -> None:
+def test_managed_redis_takes_tls_only_through_one_endpoint(parsed: dict[str, Any]) -> None:
     redis = _bicep(parsed, "modules/redis.bicep")
     assert redis["resources"]["cluster"]["type"] == "Microsoft.Cache/redisEnterprise"
     assert _resource(redis, "cluster")["properties"]["minimumTlsVersion"] == "1.2"
@@ -528,9 +605,49 @@ def test_managed_redis_takes_tls_only_through_one_endpoint_with_its_url_in_key_v
     assert database["clientProtocol"] == "Encrypted"
     # The app's redis client is not cluster-aware.
     assert database["clusteringPolicy"] == "EnterpriseCluster"
-    connection = _resource(redis, "connection")
-    assert connection["name"] == "connectionSecretName"
-    assert connection["properties"]["value"].startswith("rediss://:${uriComponent(database.listKeys().primaryKey)}@")
+
+
+def test_managed_redis_takes_no_access_key_only_entra_id(parsed: dict[str, Any]) -> None:
+    database = _resource(_bicep(parsed, "modules/redis.bicep"), "database")["properties"]
+    assert database["accessKeysAuthentication"] == "Disabled"
+
+
+def test_the_apps_identity_holds_the_default_access_policy_on_the_redis_database(parsed: dict[str, Any]) -> None:
+    redis = _bicep(parsed, "modules/redis.bicep")
+    assignment = redis["resources"]["appAccess"]
+    assert assignment["type"] == "Microsoft.Cache/redisEnterprise/databases/accessPolicyAssignments"
+    body = _resource(redis, "appAccess")
+    assert body["parent"] == "database"
+    assert body["properties"] == {"accessPolicyName": "default", "user": {"objectId": "principalId"}}
+    # Letters and digits only, at most 60: "app" and uniqueString's 13 characters.
+    assert body["name"] == "app${uniqueString(principalId)}"
+    params = _bicep(parsed, "main.bicep")["modules"]["redis"]["config"]["config"]["params"]
+    assert _dotted(params["principalId"]) == "identity.outputs.principalId"
+
+
+def test_rate_limit_storage_names_the_redis_database_with_no_secret_and_the_app_signs_in_with_entra_id(
+    parsed: dict[str, Any],
+) -> None:
+    main = _bicep(parsed, "main.bicep")
+    storage = _variable(main, "redisSettings")["operator"]["operands"]
+    assert storage["condition"] == "enableManagedRedis"
+    assert storage["true_value"] == {"RATE_LIMIT_STORAGE": "rediss://${redis.outputs.hostName}:10000"}
+    assert storage["false_value"] == {}
+    # The host Azure Managed Redis gives a cache, as the app's own rule reads it.
+    assert uses_entra_id("rediss://redis-abc123.westeurope.redis.azure.net:10000")
+
+
+def test_the_app_is_told_its_identity_s_client_id_to_sign_in_to_redis(parsed: dict[str, Any]) -> None:
+    assert _platform_settings(parsed)["AZURE_CLIENT_ID"] == "identityClientId"
+
+
+def test_no_template_reads_a_key_or_any_other_secret_of_a_resource() -> None:
+    """listKeys(), listSecrets() and their kind: a deployment that reads a key puts it in its history."""
+    listed = {
+        str(path.relative_to(ROOT)): re.findall(r"\blist\w*\(", path.read_text(encoding="utf-8"))
+        for path in INFRA.rglob("*.bicep")
+    }
+    assert {path: found for path, found in listed.items() if found} == {}
 
 
 # --- no secret anywhere -----------------------------------------------------------------------------------------

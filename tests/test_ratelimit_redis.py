@@ -1,10 +1,14 @@
 """Rate limits shared through a real Redis server: two `python -m tokens serve` processes count
-together, and when Redis goes away each process keeps answering and keeps its own limits."""
+together, and when Redis goes away each process keeps answering and keeps its own limits. Signing
+in without a password in the URL, as the app does to Azure's Redis with its managed identity: through
+a credential provider whose credentials rotate, and through the app's own provider against a
+stand-in for the platform's identity endpoint."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -12,7 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis
 import requests
+from redis.auth.idp import IdentityProviderInterface
+from redis.auth.token import SimpleToken, TokenInterface
+from redis.auth.token_manager import RetryPolicy, TokenManagerConfig
+from redis_entraid.cred_provider import EntraIdCredentialsProvider
 
 from tests.conftest import (
     STORAGE_ERROR,
@@ -24,8 +33,11 @@ from tests.conftest import (
     token_request,
 )
 from tests.fakes import FakeClock, FakeDirectLine
-from tests.redis_server import RedisServer, running_redis
+from tests.identity_endpoint import OTHER_FLAVOURS, ManagedIdentityEndpoint
+from tests.redis_server import RedisServer, add_user, running_redis
 from tests.served import ServedApp
+from tokens import redisauth
+from tokens.errors import RateLimited
 from tokens.ratelimit import RateLimiter, parse_limits
 from tokens.service import TokenService
 
@@ -192,3 +204,185 @@ def test_counting_returns_to_redis_once_it_is_back(
     finally:
         client.close()
         limiter.close()
+
+
+# -- signing in with a credential provider (Azure's Redis takes Entra ID tokens, not passwords) -------
+
+
+@pytest.fixture
+def signed_in_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """The test's Redis with no password-less user, as Azure's: an administrator's client."""
+    admin = redis_server.require_sign_in()
+    yield admin
+    admin.close()
+
+
+def limiter_users(admin: redis.Redis) -> dict[int, str]:
+    """The connections of the rate limiter's users (named limiter-…), by client id."""
+    return {int(c["id"]): c["user"] for c in admin.client_list() if c["user"].startswith("limiter-")}
+
+
+class RotatingIdentity(IdentityProviderInterface):
+    """An identity provider whose every token is a new Redis user and password, so that which token
+    a connection signed in with shows in CLIENT LIST. The first `short` tokens live `lifetime`
+    seconds, later ones an hour: redis-entraid renews a few times, then the rotation settles."""
+
+    def __init__(self, admin: redis.Redis, lifetime: float, short: int) -> None:
+        self._admin = admin
+        self._lifetime = lifetime
+        self._short = short
+        self.issued: list[str] = []
+
+    def request_token(self, force_refresh: bool = False) -> TokenInterface:
+        user, password = f"limiter-{len(self.issued) + 1}", secrets.token_urlsafe(16)
+        add_user(self._admin, user, password)
+        self.issued.append(user)
+        lifetime = self._lifetime if len(self.issued) <= self._short else 3600.0
+        now_ms = time.time() * 1000
+        return SimpleToken(password, now_ms + lifetime * 1000, now_ms, {"oid": user})
+
+
+def test_a_password_in_the_url_still_signs_in_as_it_always_did(
+    redis_server: RedisServer, signed_in_redis: redis.Redis
+) -> None:
+    add_user(signed_in_redis, "limiter-with-password", "its-password")
+    url = f"redis://limiter-with-password:its-password@127.0.0.1:{redis_server.port}/0"
+    limiter = RateLimiter(parse_limits("2/minute"), parse_limits("100/minute"), url)
+    try:
+        limiter.admit(["ip:203.0.113.7"])
+        limiter.admit(["ip:203.0.113.7"])
+        with pytest.raises(RateLimited):
+            limiter.admit(["ip:203.0.113.7"])
+        assert signed_in_redis.dbsize() == 2
+    finally:
+        limiter.close()
+
+
+def test_counting_goes_on_while_the_providers_credentials_rotate_open_connections_signing_in_again(
+    redis_server: RedisServer,
+    signed_in_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """redis-entraid's provider renews its token in the background, and redis-py signs the pool's
+    open connection in again with each new one (AUTH), in place: once the old credentials are
+    revoked, the same connection goes on counting where it was."""
+    identity = RotatingIdentity(signed_in_redis, lifetime=0.6, short=3)
+    config = TokenManagerConfig(0.5, 0, 100, RetryPolicy(1, 10))
+    provider = EntraIdCredentialsProvider(identity, config)
+    monkeypatch.setattr(redisauth, "credential_provider_for", lambda url, client_id=None: provider)
+    limiter = RateLimiter(parse_limits("3/minute"), parse_limits("100/minute"), redis_server.url)
+    try:
+        limiter.admit(["ip:203.0.113.7"])
+        [(connection, first_user)] = limiter_users(signed_in_redis).items()
+        deadline = time.monotonic() + 5.0
+        while limiter_users(signed_in_redis) != {connection: "limiter-4"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for user in identity.issued[:-1]:
+            signed_in_redis.acl_deluser(user)
+        limiter.admit(["ip:203.0.113.7"])
+        limiter.admit(["ip:203.0.113.7"])
+        with pytest.raises(RateLimited):
+            limiter.admit(["ip:203.0.113.7"])
+        assert first_user == "limiter-1"
+        assert limiter_users(signed_in_redis) == {connection: "limiter-4"}
+        assert storage_errors(caplog) == []
+    finally:
+        limiter.close()
+
+
+def test_the_apps_managed_identity_signs_in_with_the_identity_endpoints_token_and_counts_there(
+    redis_server: RedisServer,
+    signed_in_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The production path, Azure played by the test: redisauth's own provider (redis-entraid, msal)
+    asks the stand-in identity endpoint, and the test's Redis takes each token it issues as the
+    identity's password, as Azure's takes its Entra ID tokens."""
+    endpoint = ManagedIdentityEndpoint(on_issue=lambda user, token: add_user(signed_in_redis, user, token))
+    try:
+        for name, value in endpoint.environment().items():
+            monkeypatch.setenv(name, value)
+        for name in OTHER_FLAVOURS:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AZURE_CLIENT_ID", "5f2b9a1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b")
+        # As though the test's Redis were Azure's (a rediss:// URL to *.redis.azure.net).
+        monkeypatch.setattr(redisauth, "uses_entra_id", lambda url: True)
+        limiter = RateLimiter(parse_limits("2/minute"), parse_limits("100/minute"), redis_server.url)
+        try:
+            limiter.admit(["ip:203.0.113.7"])
+            limiter.admit(["ip:203.0.113.7"])
+            with pytest.raises(RateLimited):
+                limiter.admit(["ip:203.0.113.7"])
+            users = {c["user"] for c in signed_in_redis.client_list()}
+        finally:
+            limiter.close()
+        assert users == {"admin", endpoint.object_id}
+        assert signed_in_redis.dbsize() == 2
+        assert storage_errors(caplog) == []
+    finally:
+        endpoint.close()
+
+
+def test_an_identity_endpoint_that_does_not_answer_leaves_counting_to_this_process_briefly(
+    redis_server: RedisServer,
+    signed_in_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    endpoint = ManagedIdentityEndpoint()
+    endpoint.hang = True
+    try:
+        for name, value in endpoint.environment().items():
+            monkeypatch.setenv(name, value)
+        for name in OTHER_FLAVOURS:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(redisauth, "uses_entra_id", lambda url: True)
+        monkeypatch.setattr(redisauth, "IDENTITY_TIMEOUT", 0.2)
+        limiter = RateLimiter(parse_limits("2/minute"), parse_limits("100/minute"), redis_server.url)
+        try:
+            started = time.monotonic()
+            limiter.admit(["ip:203.0.113.7"])
+            waited = time.monotonic() - started
+            limiter.admit(["ip:203.0.113.7"])
+            with pytest.raises(RateLimited):
+                limiter.admit(["ip:203.0.113.7"])
+        finally:
+            limiter.close()
+        assert waited < 2.0
+        [error] = storage_errors(caplog)
+        assert "IdentityTokenError" in error.getMessage()
+        assert signed_in_redis.dbsize() == 0
+    finally:
+        endpoint.close()
+
+
+def test_two_server_processes_count_together_through_a_credential_provider_with_no_password_in_the_url(
+    redis_server: RedisServer, signed_in_redis: redis.Redis, fake: FakeDirectLine, tmp_path: Path
+) -> None:
+    """As two instances of the function app signing in to Azure's Redis with their identity: the
+    URL names the database only, and one caller's 20 requests spread over both processes get 5."""
+    add_user(signed_in_redis, "limiter-app", "its-token")
+    env = base_env(
+        fake.base_url,
+        RATE_LIMIT="5/minute",
+        RATE_LIMIT_STORAGE=redis_server.url,
+        TRUSTED_PROXY_HOPS="1",
+        TEST_REDIS_USERNAME="limiter-app",
+        TEST_REDIS_PASSWORD="its-token",
+    )
+    assert "@" not in env["RATE_LIMIT_STORAGE"]
+    with (
+        served(env, tmp_path, name="first", workers=1, module="tests.serve_signed_in") as first,
+        served(env, tmp_path, name="second", workers=1, module="tests.serve_signed_in") as second,
+    ):
+        statuses = fire([((first, second)[n % 2].base_url, {}) for n in range(20)])
+        logs = first.log_text() + second.log_text()
+        served_counts = [len(first.audit_records()), len(second.audit_records())]
+        users = {c["user"] for c in signed_in_redis.client_list()}
+    assert Counter(statuses) == {200: 5, 429: 15}
+    assert len(fake.requests) == 5
+    assert served_counts == [10, 10]
+    assert STORAGE_ERROR not in logs
+    assert "limiter-app" in users

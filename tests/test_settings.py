@@ -423,6 +423,28 @@ def test_allowed_origins_set_is_no_browser_problem() -> None:
     assert browser_problems(settings) == []
 
 
+@pytest.mark.parametrize("written", ["none", "None", " NONE "])
+def test_allowed_origins_none_refuses_every_browser_on_purpose_and_is_no_browser_problem(written: str) -> None:
+    """A service that only servers call says so (the template's origins prompt takes it), so that
+    neither check nor health's warnings ask it for the pages' origins."""
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": written})
+    assert settings.allowed_origins == ()
+    assert settings.servers_only is True
+    assert browser_problems(settings) == []
+
+
+def test_none_is_the_whole_value_or_not_an_origin() -> None:
+    message = _problems(ALLOWED_ORIGINS="none,https://www.contoso.com")["ALLOWED_ORIGINS"]
+    assert message.startswith("entry 1 of 2 is not an origin")
+
+
+def test_empty_allowed_origins_is_not_servers_only_and_its_problem_names_none_as_the_way_to_say_so() -> None:
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "ALLOWED_ORIGINS": ""})
+    assert settings.servers_only is False
+    [problem] = browser_problems(settings)
+    assert "or none if only servers call this service" in problem.message
+
+
 @pytest.fixture
 def no_settings_in_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every setting unset in os.environ, in an empty working directory; load_settings writes what
@@ -510,3 +532,10 @@ def test_an_unusable_ca_bundle_is_one_problem_named_after_its_setting(
     assert set(problems) == {"REQUESTS_CA_BUNDLE"}
     assert why in problems["REQUESTS_CA_BUNDLE"]
     assert str(tmp_path) not in problems["REQUESTS_CA_BUNDLE"]
+
+
+def test_the_user_assigned_identity_is_read_with_the_settings() -> None:
+    """AZURE_CLIENT_ID, which the template sets, picks the identity Redis is signed in with."""
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "AZURE_CLIENT_ID": " 1234-abcd "})
+    assert settings.azure_client_id == "1234-abcd"
+    assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET}).azure_client_id is None

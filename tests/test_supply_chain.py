@@ -80,8 +80,11 @@ def test_this_interpreter_runs_the_pinned_release_for_its_version() -> None:
         assert [metadata.version(name)] == _pin_for(pins, running), name
 
 
+PRODUCT = ["azure-functions", "requests", "pyjwt", "python-dotenv", "limits", "redis", "redis-entraid", "waitress"]
+
+
 def test_the_products_dependencies_are_all_present() -> None:
-    assert {"azure-functions", "requests", "pyjwt", "python-dotenv", "limits", "redis", "waitress"} <= set(_requirements())
+    assert set(PRODUCT) <= set(_requirements())
 
 
 def test_pyjwt_is_2_13_0_or_later() -> None:
@@ -97,7 +100,7 @@ def test_the_worker_is_never_deployed() -> None:
 def test_transitive_runtime_dependencies_are_pinned_too() -> None:
     """Walk what the installed runtime packages require: each of those must be pinned as well."""
     pins = _requirements()
-    pending = ["azure-functions", "requests", "pyjwt", "python-dotenv", "limits", "redis", "waitress", "cryptography"]
+    pending = [*PRODUCT, "cryptography"]
     seen: set[str] = set()
     while pending:
         name = pending.pop()

@@ -189,17 +189,21 @@ class SharedCounter:
     """Sliding-window counters in Redis, through the `limits` library, so that every instance sees
     the same counts. Redis errors arrive as `limits.errors.StorageError`."""
 
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, namespace: str, client_id: str | None = None) -> None:
         from limits.storage import RedisStorage
         from limits.strategies import SlidingWindowCounterRateLimiter
+
+        from tokens.redisauth import connection_options
 
         self.storage: RedisStorage = RedisStorage(
             url,
             wrap_exceptions=True,
             # Two services (two bots) sharing one cache must not share their counts.
             key_prefix=f"LIMITS:{namespace}",
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
+            # Azure's Redis with no password in the URL: the app's identity signs in (redisauth).
+            **connection_options(
+                url, client_id, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+            ),
         )
         self._strategy = SlidingWindowCounterRateLimiter(self.storage)
         self._items: dict[Limit, Any] = {}
@@ -225,7 +229,8 @@ class SharedCounter:
         redis.eval(_GIVE_BACK, 1, current)
 
     def close(self) -> None:
-        self.storage.storage.close()
+        # The pool's, not the client's close(): a client leaves a pool it was given open (redisauth's).
+        self.storage.storage.connection_pool.close()
 
     def _item(self, limit: Limit) -> Any:
         item = self._items.get(limit)
@@ -252,6 +257,7 @@ class RateLimiter:
         storage_url: str = "memory://",
         *,
         namespace: str = "tokens",
+        identity_client_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         retry_shared_after: float = 5.0,
         error_log_interval: float = 60.0,
@@ -260,7 +266,8 @@ class RateLimiter:
         self._global = tuple(global_limits)
         self._clock = clock
         self.local = LocalCounter(clock)
-        self._shared = SharedCounter(storage_url, namespace) if storage_url != "memory://" else None
+        shared = storage_url != "memory://"
+        self._shared = SharedCounter(storage_url, namespace, identity_client_id) if shared else None
         self._retry_shared_after = retry_shared_after
         self._error_log_interval = error_log_interval
         self._shared_down_until = -math.inf

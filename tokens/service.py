@@ -357,7 +357,11 @@ def build_service(settings: Settings, *, concurrency: int = DEFAULT_CONCURRENCY)
     # derived from the secret (not the secret itself, and not reversible).
     namespace = hashlib.sha256(derive_handle_key(settings.direct_line_secret)).hexdigest()[:16]
     limiter = RateLimiter(
-        settings.rate_limit, settings.global_rate_limit, settings.rate_limit_storage, namespace=namespace
+        settings.rate_limit,
+        settings.global_rate_limit,
+        settings.rate_limit_storage,
+        namespace=namespace,
+        identity_client_id=settings.azure_client_id,
     )
     # Under Enhanced authentication a ticket could never be redeemed: none is issued.
     ticket_ttl = 0 if settings.direct_line_enhanced_auth else settings.conversation_ttl

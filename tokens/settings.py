@@ -38,6 +38,9 @@ MIN_KEY_BYTES = 32
 # How many requests one process answers at once, unless told (serve --threads): the Functions Python
 # worker's default thread pool on a small instance. Direct Line's connection pool keeps one each.
 DEFAULT_CONCURRENCY = 32
+# ALLOWED_ORIGINS for a service that only servers call: every browser is refused, as when it is empty,
+# but on purpose, so neither `check` nor health's warnings ask for the pages' origins.
+NO_BROWSER_PAGES = "none"
 _HANDLE_KEY_LABEL = b"directline-token-service/user-handle-key/v1"
 
 # Direct Line's global endpoint and those of its regions, as the log and `check` suggest them when
@@ -112,8 +115,10 @@ class Settings(NamedTuple):
     rate_limit_ipv6_prefix: int
     direct_line_enhanced_auth: bool
     direct_line_secret_secondary: str | None
+    servers_only: bool  # ALLOWED_ORIGINS is `none`: no browser page on purpose
     # Read from the platform's and requests' own variables, not from the SPEC's table:
     on_app_service: bool  # WEBSITE_SITE_NAME is set: the app runs in App Service or Functions
+    azure_client_id: str | None  # AZURE_CLIENT_ID: the user-assigned managed identity to sign in with
     ca_bundle: str  # the CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or certifi's), loaded and valid
 
     @classmethod
@@ -194,15 +199,17 @@ def load_settings(environ: Mapping[str, str] | None = None, *, local: LocalFiles
 
 def browser_problems(settings: Settings) -> list[Problem]:
     """Valid settings with which no browser page can get a token: `check` reports them as errors,
-    `serve` and the function app as warnings (a service called only by servers may mean them)."""
-    if settings.allowed_origins:
+    `serve` and the function app as warnings. A service called only by servers says so with
+    ALLOWED_ORIGINS=none, and has none of them."""
+    if settings.allowed_origins or settings.servers_only:
         return []
     return [
         Problem(
             "ALLOWED_ORIGINS",
             "is empty, so every browser page is refused (origin_not_allowed): set it to the origins of "
             "the pages that embed Web Chat, comma-separated, such as "
-            "https://www.contoso.com,http://localhost:3000",
+            f"https://www.contoso.com,http://localhost:3000 (or {NO_BROWSER_PAGES} if only servers call "
+            "this service)",
         )
     ]
 
@@ -315,6 +322,8 @@ def _timeout(text: str) -> float | None:
 
 
 def _origins(text: str) -> tuple[OriginPattern, ...]:
+    if text.lower() == NO_BROWSER_PAGES:
+        return ()
     entries = [entry.strip() for entry in text.split(",") if entry.strip()]
     patterns = [parse_pattern(entry) for entry in entries]
     bad = [str(n) for n, pattern in enumerate(patterns, start=1) if pattern is None]
@@ -454,7 +463,9 @@ SETTINGS: dict[str, Setting] = {
         "<region>.directline.botframework.com, directline.botframework.azure.cn), "
         "or http(s) on a loopback host",
     ),
-    "ALLOWED_ORIGINS": Setting("allowed_origins", "", _origins, "must be a comma-separated list of origins"),
+    "ALLOWED_ORIGINS": Setting(
+        "allowed_origins", "", _origins, f"must be a comma-separated list of origins, or {NO_BROWSER_PAGES}"
+    ),
     "AUTH_MODE": Setting(
         "auth_mode", "anonymous", _one_of(*AUTH_MODES), "must be one of anonymous, jwt, easyauth"
     ),
@@ -524,10 +535,12 @@ def _fill_derived(values: dict[str, Any], environ: Mapping[str, str]) -> None:
     if values["user_handle_key"] is None:
         secret = values["direct_line_secret"]
         values["user_handle_key"] = derive_handle_key(secret) if secret else b""
+    values["servers_only"] = environ.get("ALLOWED_ORIGINS", "").strip().lower() == NO_BROWSER_PAGES
     host = environ.get("WEBSITE_HOSTNAME", "").strip()
     if values["warmup_url"] is None and host:
         values["warmup_url"] = f"https://{host}/api/health"
     values["on_app_service"] = bool(environ.get("WEBSITE_SITE_NAME", "").strip())
+    values["azure_client_id"] = environ.get("AZURE_CLIENT_ID", "").strip() or None
 
 
 def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> list[Problem]:

@@ -1,5 +1,6 @@
-// The Flex Consumption plan and the function app: Linux, Python 3.11, HTTPS only, TLS 1.2, FTP and
-// SCM basic authentication off, one user-assigned identity for storage, Key Vault and telemetry.
+// The Flex Consumption plan and the function app: Linux, Python (3.11 by default), HTTPS only, TLS 1.2,
+// FTP and SCM basic authentication off, one user-assigned identity for storage, Key Vault, telemetry
+// and Redis.
 param name string
 param planName string
 param location string
@@ -13,6 +14,7 @@ param appSettings object
 param alwaysReadyInstances int
 param maximumInstanceCount int
 param instanceMemoryMB int
+param pythonVersion string
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -84,7 +86,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: pythonVersion
       }
     }
   }
@@ -99,6 +101,9 @@ var platformSettings = {
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // The Azure SDKs' name for the user-assigned identity to sign in with: the app's Redis sign-in
+  // (tokens/redisauth.py) takes the identity's tokens for this client id.
+  AZURE_CLIENT_ID: identityClientId
 }
 
 // checkov reads this appsettings resource as if it were the site's web configuration; the checks
@@ -109,7 +114,7 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_65:Detailed error pages are an App Service file-system log; the app answers errors in its own JSON shape.
   // checkov:skip=CKV_AZURE_66:Failed request tracing is an App Service file-system log; failures go to Application Insights and fire the alert.
   parent: site
-  // checkov:skip=CKV_AZURE_80:Not a .NET app: the runtime is Python 3.11 (functionAppConfig.runtime).
+  // checkov:skip=CKV_AZURE_80:Not a .NET app: the runtime is Python (functionAppConfig.runtime, parameter pythonVersion).
   // checkov:skip=CKV_AZURE_88:The app keeps no files, and Flex Consumption does not mount Azure Files.
   // checkov:skip=CKV_AZURE_222:Public network access is a property of the site; see the site's reason.
   name: 'appsettings'

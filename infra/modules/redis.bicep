@@ -1,13 +1,13 @@
 // Azure Managed Redis for RATE_LIMIT_STORAGE, so that every instance counts against the same limits.
-// The app reaches Redis through the `limits` library, which takes a redis URL (redis-py underneath):
-// it has no way to fetch and refresh Entra tokens, so the access key goes into a rediss:// URL kept in
-// Key Vault, and the app gets a Key Vault reference to it like the Direct Line secret.
+// Microsoft Entra ID only: access keys are off, and the app's user-assigned identity is the one user,
+// through an access policy assignment. The app signs in with redis-entraid, which fetches the
+// identity's token and renews it in the background (tokens/redisauth.py): no key is read or stored.
 param name string
 param location string
 param tags object
 param skuName string
-param keyVaultName string
-param connectionSecretName string
+// The object (principal) id of the app's identity: Redis knows an Entra user by it.
+param principalId string
 
 resource cluster 'Microsoft.Cache/redisEnterprise@2025-07-01' = {
   name: name
@@ -19,7 +19,7 @@ resource cluster 'Microsoft.Cache/redisEnterprise@2025-07-01' = {
   properties: {
     minimumTlsVersion: '1.2'
     // Flex Consumption without a virtual network has no private path; the database takes TLS only
-    // and an access key.
+    // and an Entra ID token.
     publicNetworkAccess: 'Enabled'
   }
 }
@@ -36,22 +36,21 @@ resource database 'Microsoft.Cache/redisEnterprise/databases@2025-07-01' = {
     // Every rate-limit counter carries a TTL; under memory pressure the oldest counters go rather than
     // writes failing.
     evictionPolicy: 'VolatileLRU'
-    accessKeysAuthentication: 'Enabled'
+    // Entra ID only: there is no key to leak, rotate or keep in Key Vault.
+    accessKeysAuthentication: 'Disabled'
   }
 }
 
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
-  name: keyVaultName
-}
-
-// The key is URL-encoded: access keys may contain characters that mean something in a URL.
-resource connection 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
-  parent: vault
-  name: connectionSecretName
+// The built-in "default" policy (the only one Azure Managed Redis offers) for the app's identity. The
+// name allows letters and digits only, up to 60; one per identity, so a new identity gets its own.
+resource appAccess 'Microsoft.Cache/redisEnterprise/databases/accessPolicyAssignments@2025-07-01' = {
+  parent: database
+  name: 'app${uniqueString(principalId)}'
   properties: {
-    // checkov:skip=CKV_AZURE_41:Rewritten from the cache's current key on every provision; regenerating the key is followed by a provision (docs/deploy.md).
-    value: 'rediss://:${uriComponent(database.listKeys().primaryKey)}@${cluster.properties.hostName}:10000'
-    contentType: 'text/plain'
+    accessPolicyName: 'default'
+    user: {
+      objectId: principalId
+    }
   }
 }
 
