@@ -42,6 +42,11 @@ def directline_resume(req: func.HttpRequest, context: func.Context) -> func.Http
     return answer("directline/resume", req, context)
 
 
+@app.route(route="speech/token", methods=["POST", "OPTIONS"])
+def speech_token(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return answer("speech/token", req, context)
+
+
 @app.route(route="health", methods=["GET"])
 def health(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     return answer("health", req, context)

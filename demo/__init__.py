@@ -80,6 +80,7 @@ def start_demo(
     `public_origin` is the origin that forwards to `port` (a dev container's or Codespaces' forwarded
     port), when the page is opened there instead."""
     secret = "demo-" + secrets.token_urlsafe(24)
+    speech_key = secrets.token_hex(16)
     page_url = f"{public_origin or f'http://{page_host}:{port}'}/"
     emulator = start_emulator(
         DirectLineEmulator(
@@ -89,11 +90,18 @@ def start_demo(
             # Behind a forwarded port the Host a request arrives with may be the forwarder's own:
             # stream URLs then name the public address. Otherwise the page's own Host is right.
             public_endpoint=page_url + PATH_PREFIX.lstrip("/") if public_origin else None,
+            speech_key=speech_key,
             token_ttl=variant.token_ttl or _token_ttl(),
         )
     )
     os.environ["DIRECT_LINE_SECRET"] = secret
     os.environ["DIRECT_LINE_ENDPOINT"] = emulator.endpoint
+    if not any(os.environ.get(name, "").strip() for name in ("SPEECH_RESOURCE_ID", "SPEECH_KEY")):
+        # Speech through the emulator's issueToken: the page shows its microphone (recognition itself
+        # needs Azure: set SPEECH_REGION and SPEECH_KEY of a real resource to hear the bot listen).
+        os.environ["SPEECH_REGION"] = "westeurope"
+        os.environ["SPEECH_KEY"] = speech_key
+        os.environ["SPEECH_ENDPOINT"] = emulator.endpoint.removesuffix(PATH_PREFIX)
     page_origins = [f"http://{page_host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
     if public_origin is not None:
         page_origins.insert(0, public_origin)

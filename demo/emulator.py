@@ -122,6 +122,7 @@ import jwt
 JsonObject = dict[str, Any]
 
 PATH_PREFIX: Final = "/v3/directline"
+SPEECH_STS_PATH: Final = "/sts/v1.0/issueToken"
 MAX_BODY_BYTES: Final = 64 * 1024
 BOT_ACCOUNT: Final = {"id": "bot", "name": "Echo bot", "role": "bot"}
 WELCOME_TEXT: Final = (
@@ -226,6 +227,7 @@ class _Response:
     status: int
     body: JsonObject | None
     headers: list[tuple[str, str]] = field(default_factory=list)
+    text: str | None = None  # a plain-text body instead of JSON (issueToken's)
 
 
 Handler = Callable[[_Request], _Response]
@@ -247,6 +249,7 @@ class DirectLineEmulator:
         enhanced_auth: bool = False,
         wrong_region: bool = False,
         public_endpoint: str | None = None,
+        speech_key: str | None = None,
         token_ttl: int = 1800,
         clock: Callable[[], float] = time.time,
         max_conversations: int = 1000,
@@ -263,6 +266,7 @@ class DirectLineEmulator:
         # Where browsers reach this emulator (the demo's page port), when it is not where they sent
         # the request; by default the request's own Host.
         self._public_endpoint = public_endpoint
+        self._speech_key = speech_key.encode() if speech_key else None
         self._key = derive_token_key(secret)
         self._token_ttl = token_ttl
         self._clock = clock
@@ -337,6 +341,8 @@ class DirectLineEmulator:
         return _send(response, start_response)
 
     def _dispatch(self, method: str, path: str, environ: WSGIEnvironment) -> _Response:
+        if path == SPEECH_STS_PATH and self._speech_key is not None:
+            return self._speech_token(method, environ)
         if not path.startswith(PATH_PREFIX + "/"):
             raise EmulatorError(404, "NotFound", "No such Direct Line route.")
         route_path = path[len(PATH_PREFIX) :]
@@ -441,6 +447,21 @@ class DirectLineEmulator:
         for watcher in watchers:
             watcher.wake()
         return _Response(200, {"id": stored["id"]})
+
+    # ---- Azure AI Speech's issueToken, so that the page's microphone can be tried ---------------
+
+    def _speech_token(self, method: str, environ: WSGIEnvironment) -> _Response:
+        """A stand-in for `POST /sts/v1.0/issueToken`: a token-shaped JWT for the demo's speech key.
+        It lets the page show and wire its microphone; recognition itself needs Azure."""
+        if method != "POST":
+            raise EmulatorError(405, "MethodNotAllowed", "Use POST.", [("Allow", "POST")])
+        given = str(environ.get("HTTP_OCP_APIM_SUBSCRIPTION_KEY", "")).encode()
+        if self._speech_key is None or not hmac.compare_digest(given, self._speech_key):
+            raise EmulatorError(401, "Unauthorized", "Invalid subscription key.")
+        now = int(self._clock())
+        claims = {"iss": _ISSUER, "region": "demo", "iat": now, "exp": now + 600}
+        token = jwt.encode(claims, self._key, algorithm="HS256")
+        return _Response(200, None, [("Content-Type", "text/plain")], text=token)
 
     # ---- the WebSocket stream (served by demo/stream.py) ----------------------------------------
 
@@ -767,6 +788,8 @@ def _preflight(environ: WSGIEnvironment) -> _Response:
 
 def _send(response: _Response, start_response: StartResponse) -> list[bytes]:
     payload = b"" if response.body is None else json.dumps(response.body).encode("utf-8")
+    if response.text is not None:
+        payload = response.text.encode("utf-8")
     headers = [
         ("Access-Control-Allow-Origin", "*"),
         ("Access-Control-Expose-Headers", "Retry-After"),

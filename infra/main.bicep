@@ -180,6 +180,20 @@ param enableManagedRedis bool = false
 param managedRedisSku string = 'Balanced_B0'
 
 // ---------------------------------------------------------------------------------------------
+// Speech (Web Chat's microphone)
+// ---------------------------------------------------------------------------------------------
+
+@description('Create an Azure AI Speech resource for Web Chat\'s microphone (POST /api/speech/token), reached with the app\'s managed identity only (no key): SPEECH_RESOURCE_ID and SPEECH_REGION are set from it.')
+param enableSpeech bool = false
+
+@allowed([
+  'F0'
+  'S0'
+])
+@description('Speech resource tier: F0 is free (limited hours, one per subscription), S0 pay as you go.')
+param speechSku string = 'S0'
+
+// ---------------------------------------------------------------------------------------------
 // Operations
 // ---------------------------------------------------------------------------------------------
 
@@ -292,6 +306,18 @@ module redis 'modules/redis.bicep' = if (enableManagedRedis) {
   }
 }
 
+module speech 'modules/speech.bicep' = if (enableSpeech) {
+  name: 'speech'
+  scope: rg
+  params: {
+    name: 'speech-${resourceToken}'
+    location: location
+    tags: tags
+    principalId: identity.outputs.principalId
+    skuName: speechSku
+  }
+}
+
 module roles 'modules/roles.bicep' = {
   name: 'roles'
   scope: rg
@@ -353,6 +379,12 @@ var optionalSecretSettings = union(
 // With Managed Redis, RATE_LIMIT_STORAGE names the database and holds no secret: the app signs in
 // with its managed identity (an access policy in modules/redis.bicep, tokens/redisauth.py), so it
 // needs no Key Vault either. Without it the setting stays unset: memory:// counts per instance.
+// With Speech, the app mints speech tokens with its managed identity (tokens/speech.py): the resource's
+// ID and region, no key. SPEECH_KEY and SPEECH_ENDPOINT stay unset (they are for local runs).
+var speechSettings = enableSpeech ? {
+  SPEECH_RESOURCE_ID: speech.outputs.id
+  SPEECH_REGION: location
+} : {}
 var redisSettings = enableManagedRedis ? {
   RATE_LIMIT_STORAGE: 'rediss://${redis.outputs.hostName}:10000'
 } : {}
@@ -370,7 +402,7 @@ module api 'modules/functionapp.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainerUrl: '${storage.outputs.blobEndpoint}${deploymentContainerName}'
     appInsightsConnectionString: monitoring.outputs.connectionString
-    appSettings: union(specSettings, jwtSettings, optionalSecretSettings, redisSettings)
+    appSettings: union(specSettings, jwtSettings, optionalSecretSettings, redisSettings, speechSettings)
     alwaysReadyInstances: alwaysReadyInstances
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
@@ -381,6 +413,7 @@ module api 'modules/functionapp.bicep' = {
   dependsOn: [
     roles
     redis
+    speech
   ]
 }
 

@@ -403,3 +403,80 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- a fake Azure AI Speech token service (issueToken) ---------------------------------------------
+
+
+SPEECH_KEY = "fakeSpeechKey0123456789abcdef0123"
+
+
+class FakeSpeech:
+    """`POST /sts/v1.0/issueToken` as Azure AI Speech answers it: a JWT as text for the right
+    `Ocp-Apim-Subscription-Key`, 401 otherwise. A test queues what the next calls meet, as with
+    FakeDirectLine (`then_status`, `then_hang`, `then_body`); `delay` holds every answer."""
+
+    def __init__(self, key: str = SPEECH_KEY, *, lifetime: int = 600) -> None:
+        self.key = key
+        self.lifetime = lifetime
+        self.delay = 0.0
+        self.requests: list[Recorded] = []
+        self._script: deque[Behaviour] = deque()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._counter = itertools.count(1)
+        fake = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                fake._handle(self)
+
+        self._http = LoopbackServer(Handler)
+        self.endpoint = f"http://127.0.0.1:{self._http.port}"
+
+    def then_status(self, status: int, body: bytes = b'{"error":{"code":"401","message":"detail-of-speech"}}', **headers: str) -> None:
+        with self._lock:
+            self._script.append(Behaviour("status", status, {k.replace("_", "-"): v for k, v in headers.items()}, body))
+
+    def then_hang(self, seconds: float) -> None:
+        with self._lock:
+            self._script.append(Behaviour("hang", seconds=seconds))
+
+    def then_body(self, body: bytes) -> None:
+        with self._lock:
+            self._script.append(Behaviour("raw", 200, body=body))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._http.close()
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        if length:
+            handler.rfile.read(length)
+        with self._lock:
+            self.requests.append(Recorded(handler.path, dict(handler.headers.items()), None))
+            behaviour = self._script.popleft() if self._script else Behaviour("ok")
+        if self.delay:
+            time.sleep(self.delay)
+        if behaviour.kind == "hang":
+            self._stop.wait(behaviour.seconds)
+            handler.close_connection = True
+        elif behaviour.kind in ("status", "raw"):
+            FakeDirectLine._send(handler, behaviour.status, behaviour.headers, behaviour.body)
+        elif handler.path != "/sts/v1.0/issueToken":
+            FakeDirectLine._send(handler, 404, {}, b'{"error":{"code":"404"}}')
+        elif handler.headers.get("Ocp-Apim-Subscription-Key") != self.key:
+            FakeDirectLine._send(handler, 401, {}, b'{"error":{"code":"401","message":"detail-of-speech"}}')
+        else:
+            FakeDirectLine._send(handler, 200, {}, self._token().encode())
+
+    def _token(self) -> str:
+        import base64
+
+        def part(document: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(document).encode()).rstrip(b"=").decode()
+
+        now = int(time.time())
+        claims = {"region": "westeurope", "serial": next(self._counter), "iat": now, "exp": now + self.lifetime}
+        return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmVk"

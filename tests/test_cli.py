@@ -414,3 +414,20 @@ def test_an_older_python_gets_one_line_naming_3_11(tmp_path: Path, command: list
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "needs Python 3.11 or newer" in done.stderr
+
+
+def test_live_mints_one_speech_token_when_speech_is_configured(fake: FakeDirectLine, tmp_path: Path) -> None:
+    from tests.fakes import SPEECH_KEY, FakeSpeech
+
+    speech = FakeSpeech()
+    try:
+        env = _live_env(fake, SPEECH_REGION="westeurope", SPEECH_KEY=SPEECH_KEY, SPEECH_ENDPOINT=speech.endpoint)
+        result = _check(env, tmp_path, "--live")
+        refused = _check({**env, "SPEECH_KEY": "wrongSpeechKey0123456789abcdef"}, tmp_path, "--live")
+    finally:
+        speech.close()
+    assert result.returncode == 0, result.stderr
+    assert "ok: speech: a token for westeurope with SPEECH_KEY, valid for" in result.stdout
+    assert refused.returncode == 1
+    assert "upstream_error: speech:" in refused.stderr
+    assert SPEECH_KEY not in result.stdout + result.stderr + refused.stdout + refused.stderr

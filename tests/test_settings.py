@@ -539,3 +539,82 @@ def test_the_user_assigned_identity_is_read_with_the_settings() -> None:
     settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "AZURE_CLIENT_ID": " 1234-abcd "})
     assert settings.azure_client_id == "1234-abcd"
     assert Settings.from_env({"DIRECT_LINE_SECRET": SECRET}).azure_client_id is None
+
+
+# -- speech ------------------------------------------------------------------------------------------
+
+SPEECH_RESOURCE = (
+    "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-bot/providers/"
+    "Microsoft.CognitiveServices/accounts/speech-contoso"
+)
+
+
+def test_speech_is_off_unless_configured() -> None:
+    from tokens.settings import speech_mode
+
+    assert speech_mode(Settings.from_env({"DIRECT_LINE_SECRET": SECRET})) is None
+
+
+def test_speech_with_the_managed_identity_needs_the_region_and_the_resource_id_only() -> None:
+    from tokens.settings import speech_mode
+
+    settings = Settings.from_env(
+        {"DIRECT_LINE_SECRET": SECRET, "SPEECH_REGION": "WestEurope", "SPEECH_RESOURCE_ID": SPEECH_RESOURCE}
+    )
+    assert (speech_mode(settings), settings.speech_region) == ("identity", "westeurope")
+
+
+def test_speech_with_a_key_exchanges_it_at_the_regions_host_by_default() -> None:
+    from tokens.settings import speech_mode
+
+    key = "0123456789abcdef0123456789abcdef"
+    settings = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "SPEECH_REGION": "eastus2", "SPEECH_KEY": key})
+    assert speech_mode(settings) == "key"
+    assert settings.speech_endpoint == "https://eastus2.api.cognitive.microsoft.com"
+    assert key not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SPEECH_REGION": "westeurope"}, "SPEECH_RESOURCE_ID"),
+        ({"SPEECH_KEY": "0123456789abcdef0123456789abcdef"}, "SPEECH_REGION"),
+        ({"SPEECH_REGION": "westeurope", "SPEECH_KEY": "0123456789abcdef0123456789abcdef", "SPEECH_RESOURCE_ID": SPEECH_RESOURCE}, "SPEECH_KEY"),
+        ({"SPEECH_REGION": "west europe", "SPEECH_KEY": "0123456789abcdef0123456789abcdef"}, "SPEECH_REGION"),
+        ({"SPEECH_REGION": "westeurope", "SPEECH_RESOURCE_ID": "/subscriptions/x/resourceGroups/y"}, "SPEECH_RESOURCE_ID"),
+        ({"SPEECH_REGION": "westeurope", "SPEECH_KEY": "<your key>"}, "SPEECH_KEY"),
+        (
+            {"SPEECH_REGION": "westeurope", "SPEECH_KEY": "0123456789abcdef0123456789abcdef",
+             "SPEECH_ENDPOINT": "https://eastus.api.cognitive.microsoft.com"},
+            "SPEECH_ENDPOINT",
+        ),
+    ],
+    ids=["region without credential", "key without region", "both credentials", "a region with a space",
+         "a resource id of something else", "a placeholder key", "an endpoint in another region"],
+)
+def test_speech_is_all_or_nothing_with_exactly_one_credential(env: dict[str, str], named: str) -> None:
+    assert named in _problems(**env)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://evil.example",
+        "http://westeurope.api.cognitive.microsoft.com",
+        "https://westeurope.api.cognitive.microsoft.com.evil.example",
+        "https://speech-contoso.cognitiveservices.azure.com/sts/v1.0/issueToken",
+        "https://user:pass@speech-contoso.cognitiveservices.azure.com",
+    ],
+)
+def test_the_speech_endpoint_is_azures_own_so_the_key_cannot_be_sent_elsewhere(endpoint: str) -> None:
+    env = {"SPEECH_REGION": "westeurope", "SPEECH_KEY": "0123456789abcdef0123456789abcdef", "SPEECH_ENDPOINT": endpoint}
+    assert "SPEECH_ENDPOINT" in _problems(**env)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["https://speech-contoso.cognitiveservices.azure.com", "https://westeurope.api.cognitive.microsoft.com/", "http://127.0.0.1:9000"],
+)
+def test_a_custom_subdomain_the_region_host_or_loopback_is_a_speech_endpoint(endpoint: str) -> None:
+    env = {"DIRECT_LINE_SECRET": SECRET, "SPEECH_REGION": "westeurope", "SPEECH_KEY": "0123456789abcdef0123456789abcdef"}
+    assert Settings.from_env({**env, "SPEECH_ENDPOINT": endpoint}).speech_endpoint == endpoint.rstrip("/")

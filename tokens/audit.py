@@ -1,4 +1,4 @@
-"""The audit trail: exactly one JSON line per POST to the token, refresh and resume routes.
+"""The audit trail: exactly one JSON line per POST to the token, refresh, resume and speech routes.
 
 `build_record` is pure and tested directly; `emit` writes the line on the `tokens.audit` logger.
 Only the fields below are ever recorded: no token, secret, handle, JWT or Authorization header.
@@ -20,7 +20,7 @@ AUDIT_WRITE_SECONDS = 5.0
 # Set while audit lines cannot be written (health answers 503), cleared by the next line written.
 trail_failing = threading.Event()
 MAX_STRING = 256
-EVENTS = ("directline.token", "directline.refresh", "directline.resume")
+EVENTS = ("directline.token", "directline.refresh", "directline.resume", "speech.token")
 
 log = logging.getLogger(AUDIT_LOGGER)
 

@@ -11,6 +11,7 @@ The tree::
     │   ├── TicketNotYours              403 ticket_not_yours
     │   ├── OriginNotAllowed            403 origin_not_allowed
     │   ├── NotFound                    404 not_found            (hosted mode only)
+    │   ├── SpeechNotConfigured         404 speech_not_configured
     │   ├── MethodNotAllowed            405 method_not_allowed   (hosted mode only)
     │   ├── ResumeUnavailable           409 resume_unavailable
     │   ├── ConversationGone            410 conversation_gone
@@ -115,6 +116,12 @@ class NotFound(RequestError):
     status = 404
     code = "not_found"
     default_message = "There is nothing at this path."
+
+
+class SpeechNotConfigured(RequestError):
+    status = 404
+    code = "speech_not_configured"
+    default_message = "Speech is not configured for this service (SPEECH_REGION and a credential)."
 
 
 class MethodNotAllowed(RequestError):

@@ -7,6 +7,7 @@ Direct Line's own words.
 2. That conversation reconnected with the secret, as `/resume` does: whether resuming works on this
    Direct Line site (a `400` means Enhanced authentication options are on).
 3. With DIRECT_LINE_SECRET_SECONDARY set, one token minted with it too.
+4. With speech configured, one speech token.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import NamedTuple
 from tokens.directline import DirectLineClient
 from tokens.errors import ResumeUnavailable, SecretRefused, ServiceError, UpstreamUnavailable, WrongRegion
 from tokens.settings import DIRECT_LINE_ENDPOINTS, Settings
+from tokens.speech import build_speech
 from tokens.text import one_line
 
 
@@ -46,7 +48,25 @@ def run_live_checks(settings: Settings) -> list[Outcome]:
                 outcomes.append(_mint(secondary, settings, "DIRECT_LINE_SECRET_SECONDARY")[0])
             finally:
                 secondary.close()
+        speech = _speech(settings)
+        if speech is not None:
+            outcomes.append(speech)
     return outcomes
+
+
+def _speech(settings: Settings) -> Outcome | None:
+    """One speech token with the configured credential, or None when speech is not configured."""
+    tokens = build_speech(settings)
+    if tokens is None:
+        return None
+    credential = "SPEECH_RESOURCE_ID (the managed identity)" if settings.speech_resource_id else "SPEECH_KEY"
+    try:
+        _, seconds = tokens.current()
+    except ServiceError as error:
+        return Outcome(False, f"{error.code}: speech: {error.message} (check {credential} and SPEECH_REGION)")
+    except Exception as error:
+        return _call_failed(error)
+    return Outcome(True, f"ok: speech: a token for {tokens.region} with {credential}, valid for {seconds} s")
 
 
 def _client(settings: Settings, secret: str) -> DirectLineClient:

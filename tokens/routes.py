@@ -31,6 +31,7 @@ ROUTES: Final[dict[str, dict[str, str]]] = {
     "directline/token": {"POST": "issue_token", "OPTIONS": "preflight"},
     "directline/refresh": {"POST": "refresh_token", "OPTIONS": "preflight"},
     "directline/resume": {"POST": "resume", "OPTIONS": "preflight"},
+    "speech/token": {"POST": "speech_token", "OPTIONS": "preflight"},
     "health": {"GET": "health"},
 }
 

@@ -26,6 +26,7 @@ from tokens.errors import (
     RequestError,
     ResumeUnavailable,
     ServiceError,
+    SpeechNotConfigured,
     Unauthorized,
 )
 from tokens.http import Request, Response, error_response, json_response
@@ -40,6 +41,7 @@ from tokens.settings import (
     browser_problems,
     derive_handle_key,
 )
+from tokens.speech import SpeechTokens, build_speech
 from tokens.tickets import Tickets, check_owner
 
 log = logging.getLogger("tokens.service")
@@ -53,6 +55,7 @@ class Service(Protocol):
     def issue_token(self, request: Request) -> Response: ...
     def refresh_token(self, request: Request) -> Response: ...
     def resume(self, request: Request) -> Response: ...
+    def speech_token(self, request: Request) -> Response: ...
     def preflight(self, request: Request) -> Response: ...
     def health(self, request: Request) -> Response: ...
     def warm_up(self, *, past_due: bool) -> None: ...
@@ -92,6 +95,7 @@ class TokenService:
         limiter: RateLimiter,
         tickets: Tickets,
         *,
+        speech: SpeechTokens | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.settings = settings
@@ -99,6 +103,7 @@ class TokenService:
         self.identity = identity
         self.limiter = limiter
         self.tickets = tickets
+        self.speech = speech  # None: speech is not configured
         self.refusals = origins.RefusalLog()
         self._clock = clock
         self._enhanced_auth_found = Notice(log, logging.ERROR)
@@ -113,6 +118,11 @@ class TokenService:
 
     def resume(self, request: Request) -> Response:
         return self._audited("directline.resume", request, self._resume, "token")
+
+    def speech_token(self, request: Request) -> Response:
+        # Its own pool: the page's speech credentials spend neither its allowance for new conversations
+        # nor everyone's allowance for Direct Line tokens.
+        return self._audited("speech.token", request, self._speech, "speech")
 
     def preflight(self, request: Request) -> Response:
         facts = self.facts(request)
@@ -205,6 +215,19 @@ class TokenService:
             **caller.answer_fields,
         }
         return json_response(200, payload)
+
+    def _speech(self, request: Request, facts: Facts, outcome: _Outcome) -> Response:
+        self._check_origin(facts)
+        if self.speech is None:
+            raise SpeechNotConfigured()
+        body = parse_token_body(request.body, request.header("content-type"))
+        caller = self.identity.identify(request.headers, body)
+        outcome.user_id = caller.user_id
+        self._admit(facts, caller, outcome, "speech")
+        token, seconds_left = self.speech.current()
+        return json_response(
+            200, {"authorizationToken": token, "region": self.speech.region, "expires_in": seconds_left}
+        )
 
     def _refresh(self, request: Request, facts: Facts, outcome: _Outcome) -> Response:
         self._check_origin(facts)
@@ -307,6 +330,9 @@ class MisconfiguredService:
     def resume(self, request: Request) -> Response:
         return self._fail("directline.resume", request)
 
+    def speech_token(self, request: Request) -> Response:
+        return self._fail("speech.token", request)
+
     def preflight(self, request: Request) -> Response:
         return _varies(error_response(Misconfigured()))
 
@@ -366,7 +392,8 @@ def build_service(settings: Settings, *, concurrency: int = DEFAULT_CONCURRENCY)
     # Under Enhanced authentication a ticket could never be redeemed: none is issued.
     ticket_ttl = 0 if settings.direct_line_enhanced_auth else settings.conversation_ttl
     tickets = Tickets(settings.user_handle_key, ticket_ttl)
-    return TokenService(settings, client, build_identity(settings), limiter, tickets)
+    speech = build_speech(settings)
+    return TokenService(settings, client, build_identity(settings), limiter, tickets, speech=speech)
 
 
 def service_for(loaded: Settings | SettingsError, *, concurrency: int = DEFAULT_CONCURRENCY) -> Service:

@@ -115,6 +115,10 @@ class Settings(NamedTuple):
     rate_limit_ipv6_prefix: int
     direct_line_enhanced_auth: bool
     direct_line_secret_secondary: str | None
+    speech_region: str | None
+    speech_resource_id: str | None
+    speech_key: str | None
+    speech_endpoint: str | None
     servers_only: bool  # ALLOWED_ORIGINS is `none`: no browser page on purpose
     # Read from the platform's and requests' own variables, not from the SPEC's table:
     on_app_service: bool  # WEBSITE_SITE_NAME is set: the app runs in App Service or Functions
@@ -312,6 +316,60 @@ def _ttl_or_off(text: str) -> int | None:
     return value if value == 0 or 300 <= value <= MAX_CONVERSATION_TTL else None
 
 
+_REGION_RE = re.compile(r"[a-z][a-z0-9]{1,39}")
+_SPEECH_RESOURCE_RE = re.compile(
+    r"/subscriptions/[0-9a-f-]{36}/resourcegroups/[-\w.()]{1,90}/providers/"
+    r"microsoft\.cognitiveservices/accounts/[a-z0-9][a-z0-9-]{0,62}",
+    re.ASCII,
+)
+_SPEECH_KEY_RE = re.compile(r"[A-Za-z0-9]{20,128}")
+_SPEECH_REGION_HOST = re.compile(r"(?P<region>[a-z0-9]+)\.api\.cognitive\.microsoft\.com")
+_SPEECH_SUBDOMAIN_HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?\.cognitiveservices\.azure\.com")
+
+
+def _region(text: str) -> str | None:
+    region = text.lower()
+    return region if _REGION_RE.fullmatch(region) else None
+
+
+def _speech_resource_id(text: str) -> str | None:
+    return text.rstrip("/") if _SPEECH_RESOURCE_RE.fullmatch(text.rstrip("/").lower()) else None
+
+
+def _speech_key(text: str) -> str | None:
+    if text.startswith("<") and text.endswith(">"):
+        raise InvalidValue(
+            "is a placeholder in <angle brackets>, copied from an example: put one of the Speech "
+            "resource's keys in its place, or better, SPEECH_RESOURCE_ID (no key at all)"
+        )
+    return text if _SPEECH_KEY_RE.fullmatch(text) else None
+
+
+def _speech_endpoint(text: str) -> str | None:
+    """Where a Speech key (or the identity's token) is exchanged for a Speech token: Azure's own
+    hosts only, so that neither can be sent elsewhere, or a loopback host (tests, the demo)."""
+    parts = _split(text)
+    host = parts.hostname
+    if host is None or parts.username or parts.password or parts.query or parts.fragment:
+        return None
+    if parts.path.rstrip("/"):
+        raise InvalidValue(f"must be the host alone, with no path: {parts.scheme}://{host}")
+    if is_loopback_host(host):
+        return text.rstrip("/") if parts.scheme in ("http", "https") else None
+    azure = _SPEECH_REGION_HOST.fullmatch(host) or _SPEECH_SUBDOMAIN_HOST.fullmatch(host)
+    return text.rstrip("/") if parts.scheme == "https" and azure and parts.port in (None, 443) else None
+
+
+def speech_mode(settings: Settings) -> str | None:
+    """How speech tokens are minted: "identity" (SPEECH_RESOURCE_ID), "key" (SPEECH_KEY), or None
+    when speech is not configured (the route answers 404 speech_not_configured)."""
+    if settings.speech_region is None:
+        return None
+    if settings.speech_resource_id is not None:
+        return "identity"
+    return "key" if settings.speech_key is not None else None
+
+
 def _flag(text: str) -> bool | None:
     return {"true": True, "false": False}.get(text.lower())
 
@@ -448,7 +506,7 @@ _LIMITS = "must be in limits notation such as {}, several joined with ;"
 
 _HIDDEN = frozenset({
     "direct_line_secret", "direct_line_secret_secondary", "jwt_secret", "user_handle_key",
-    "rate_limit_storage",
+    "rate_limit_storage", "speech_key",
 })
 
 # The SPEC's settings table. Defaults that depend on other settings (USER_HANDLE_KEY, WARMUP_URL,
@@ -527,6 +585,20 @@ SETTINGS: dict[str, Setting] = {
     "DIRECT_LINE_SECRET_SECONDARY": Setting(
         "direct_line_secret_secondary", None, _secret, "must be the Direct Line site's other secret key",
     ),
+    "SPEECH_REGION": Setting(
+        "speech_region", None, _region, "must be an Azure region name, such as westeurope or eastus2",
+    ),
+    "SPEECH_RESOURCE_ID": Setting(
+        "speech_resource_id", None, _speech_resource_id,
+        "must be the Speech resource's ID: /subscriptions/<id>/resourceGroups/<group>/providers/"
+        "Microsoft.CognitiveServices/accounts/<name>",
+    ),
+    "SPEECH_KEY": Setting("speech_key", None, _speech_key, "must be one of the Speech resource's keys"),
+    "SPEECH_ENDPOINT": Setting(
+        "speech_endpoint", None, _speech_endpoint,
+        "must be https://<region>.api.cognitive.microsoft.com, the resource's custom subdomain "
+        "https://<name>.cognitiveservices.azure.com, or http(s) on a loopback host",
+    ),
 }
 
 
@@ -539,6 +611,8 @@ def _fill_derived(values: dict[str, Any], environ: Mapping[str, str]) -> None:
     host = environ.get("WEBSITE_HOSTNAME", "").strip()
     if values["warmup_url"] is None and host:
         values["warmup_url"] = f"https://{host}/api/health"
+    if values["speech_endpoint"] is None and values["speech_region"] is not None:
+        values["speech_endpoint"] = f"https://{values['speech_region']}.api.cognitive.microsoft.com"
     values["on_app_service"] = bool(environ.get("WEBSITE_SITE_NAME", "").strip())
     values["azure_client_id"] = environ.get("AZURE_CLIENT_ID", "").strip() or None
 
@@ -564,6 +638,7 @@ def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> li
                     "is required unless AUTH_JWT_ISSUER is an https URL to discover the keys from",
                 )
             )
+    problems += _check_speech(values, environ)
     primary, secondary = values["direct_line_secret"], values["direct_line_secret_secondary"]
     if primary and secondary and hmac.compare_digest(secondary.encode(), primary.encode()):
         problems.append(
@@ -584,6 +659,35 @@ def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> li
             )
         )
     return problems
+
+
+def _check_speech(values: Mapping[str, Any], environ: Mapping[str, str]) -> list[Problem]:
+    """Speech is all or nothing: a region and exactly one credential, the endpoint in that region."""
+    given = {name for name in SPEECH_SETTINGS if environ.get(name, "").strip()}
+    if not given:
+        return []
+    region, endpoint = values["speech_region"], values["speech_endpoint"]
+    problems = []
+    if "SPEECH_REGION" not in given:
+        problems.append(Problem("SPEECH_REGION", _SPEECH_NEEDS_REGION))
+    credentials = given & {"SPEECH_RESOURCE_ID", "SPEECH_KEY"}
+    if not credentials:
+        problems.append(Problem("SPEECH_RESOURCE_ID", _SPEECH_NEEDS_CREDENTIAL))
+    elif len(credentials) == 2:
+        problems.append(Problem("SPEECH_KEY", _SPEECH_ONE_CREDENTIAL))
+    match = _SPEECH_REGION_HOST.fullmatch(urlsplit(endpoint).hostname or "") if endpoint else None
+    if match is not None and region is not None and match["region"] != region:
+        problems.append(Problem("SPEECH_ENDPOINT", f"is in {match['region']}, not in SPEECH_REGION {region}"))
+    return problems
+
+
+SPEECH_SETTINGS = ("SPEECH_REGION", "SPEECH_RESOURCE_ID", "SPEECH_KEY", "SPEECH_ENDPOINT")
+_SPEECH_NEEDS_REGION = "is required for speech: the Speech resource's region, such as westeurope"
+_SPEECH_NEEDS_CREDENTIAL = (
+    "or SPEECH_KEY is required for speech: the Speech resource's ID (the app's managed identity then "
+    "mints the tokens, with no key anywhere) or, for local runs, one of its keys"
+)
+_SPEECH_ONE_CREDENTIAL = "is set as well as SPEECH_RESOURCE_ID: set one (the managed identity needs no key)"
 
 
 CA_BUNDLE_SETTINGS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # requests' own, in its order
