@@ -291,3 +291,15 @@ def test_the_preflight_of_the_speech_route_allows_the_page(make_service: Service
     response = make_service().preflight(token_request(method="OPTIONS"))
     assert response.status == 204
     assert response.all_headers()["Access-Control-Allow-Origin"] == ALLOWED
+
+
+def test_the_token_routes_cold_start_does_not_import_azure_identity() -> None:
+    """azure-identity costs about 220 ms to import: only a speech request in identity mode pays it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    probe = "import sys, tokens.service, function_app; print(sorted(m for m in sys.modules if m.startswith('azure.identity') or m.startswith('azure.core')))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

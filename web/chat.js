@@ -7,6 +7,7 @@
  *     client: DirectLineTokenClient.create({ serviceUrl: '' }),
  *     replayHistory: true,             // after a reload, show the whole conversation again
  *     webSocket: true,                 // Web Chat's default transport; false polls every second
+ *     speech: true,                    // a microphone when the service has speech (/api/speech/token)
  *     onStatus: function (text) {},    // "Connecting…", "Connected.", …
  *     onError: function (code, message) {}
  *   });
@@ -43,7 +44,25 @@
     var directLine = null;
     var lastReconnect = 0;
 
-    function render(session) {
+    // Web Chat's speech, when the service has it: the microphone button appears, and Web Chat asks
+    // the credentials function whenever it needs them (the client keeps them fresh).
+    async function speechFactory() {
+      if (options.speech === false || !global.WebChat.createCognitiveServicesSpeechServicesPonyfillFactory) {
+        return undefined;
+      }
+      try {
+        if (!(await client.speech())) return undefined; // speech_not_configured: no microphone
+      } catch (_) {
+        return undefined; // speech is a bonus: the chat goes on without it
+      }
+      return global.WebChat.createCognitiveServicesSpeechServicesPonyfillFactory({
+        credentials: function () {
+          return client.speech();
+        }
+      });
+    }
+
+    function render(session, webSpeechPonyfillFactory) {
       var previous = directLine;
       var line = global.WebChat.createDirectLine({
         token: session.token,
@@ -89,8 +108,16 @@
       });
       onStatus('Connecting…');
       global.WebChat.renderWebChat(
-        // The emulator and this sample have no file uploads; remove the option if your bot does.
-        Object.assign({ directLine: line, store: store, styleOptions: { hideUploadButton: true } }, options.webChat),
+        Object.assign(
+          {
+            directLine: line,
+            store: store,
+            webSpeechPonyfillFactory: webSpeechPonyfillFactory,
+            // The emulator and this sample have no file uploads; remove the option if your bot does.
+            styleOptions: { hideUploadButton: true }
+          },
+          options.webChat
+        ),
         options.element
       );
     }
@@ -102,7 +129,8 @@
       }
       onStatus('Getting a chat token…');
       try {
-        render(await client.start());
+        var started = await Promise.all([client.start(), speechFactory()]);
+        render(started[0], started[1]);
       } catch (error) {
         onError(error.code || 'error', describe(error));
       }

@@ -40,6 +40,12 @@ export interface ChatSession {
  */
 export type DirectLineLike = object;
 
+/** What Web Chat's speech ponyfill takes (createCognitiveServicesSpeechServicesPonyfillFactory). */
+export interface SpeechCredentials {
+  authorizationToken: string;
+  region: string;
+}
+
 export interface TokenClient {
   /** The conversation of this tab: reused, refreshed, resumed, or a new one. */
   start(): Promise<ChatSession>;
@@ -49,6 +55,8 @@ export interface TokenClient {
   forgetConversation(): void;
   /** Forget the conversation and the user. */
   forgetAll(): void;
+  /** Speech credentials, fresh for at least a minute; null when the service has no speech. */
+  speech(): Promise<SpeechCredentials | null>;
   /** Stop listening to other tabs (a page that unmounts the chat). */
   close(): void;
 }

@@ -34,6 +34,8 @@
  *   localStorage   `<prefix>:userHandle`    the signed handle the service returns in anonymous mode;
  *                                           sending it back gets the same user id ("remember me"
  *                                           without a login), across tabs and browser restarts.
+ *   sessionStorage `<prefix>:speech`        {authorizationToken, region, until} for the microphone, or
+ *                                           {none, until} where the service has no speech.
  *   sessionStorage `<prefix>:conversation`  {token, conversationId, expiresAt, lifetime, domain,
  *                                           watermark, ticket}. Session storage is the tab's own: it
  *                                           survives a reload but not closing the tab, so a token
@@ -54,7 +56,9 @@
   var DEFAULT_PREFIX = 'directline-token';
   var EXPIRY_MARGIN_MS = 30 * 1000; // a token this close to its end may die before the page uses it
   // (or a tenth of its life, for tokens shorter than five minutes: the demo's, made to expire fast)
-  var CLAIM_WAIT_MS = 100; // how long a tab waits for another tab to say it holds the conversation
+  var CLAIM_WAIT_MS = 100;
+  var SPEECH_MARGIN_MS = 60 * 1000; // speech credentials are asked again a minute before their end
+  var SPEECH_ABSENT_MS = 10 * 60 * 1000; // "no speech here" is asked again after ten minutes // how long a tab waits for another tab to say it holds the conversation
   var START_OVER = ['invalid_ticket', 'ticket_not_yours', 'conversation_gone', 'resume_unavailable'];
 
   class ServiceError extends Error {
@@ -154,6 +158,7 @@
     var Channel = 'BroadcastChannel' in options ? options.BroadcastChannel : global.BroadcastChannel;
     var HANDLE = prefix + ':userHandle';
     var CONVERSATION = prefix + ':conversation';
+    var SPEECH = prefix + ':speech';
     var channel = Channel ? new Channel(prefix) : null;
     var held = null; // the conversation this tab holds, which it tells other tabs about
     var tab = Math.random().toString(36).slice(2); // messages of this tab's own are not news
@@ -188,7 +193,7 @@
       });
     }
 
-    async function call(path, init) {
+    async function call(path, init, isAnswer) {
       var response;
       try {
         var request = Object.assign({ method: 'POST', cache: 'no-store' }, init);
@@ -208,7 +213,8 @@
       } catch (_) {
         /* not JSON: reported below */
       }
-      if (response.ok && body && body.token && body.conversationId) return body;
+      var answered = isAnswer || function (b) { return b.token && b.conversationId; };
+      if (response.ok && body && answered(body)) return body;
       var error = (body && body.error) || {};
       throw new ServiceError(
         response.status,
@@ -271,6 +277,31 @@
     async function resume(stored) {
       var request = await identified({ conversationTicket: stored.ticket });
       return keep(await call('/api/directline/resume', request), stored);
+    }
+
+    // Speech credentials for Web Chat's microphone: kept in the tab (a reload within their life costs
+    // no call) and asked again a minute before they expire; null when the service has no speech.
+    async function speechCredentials() {
+      var stored = readJson(session, SPEECH);
+      if (stored && stored.until > now()) return stored.none ? null : stored;
+      var request = await identified({});
+      try {
+        var body = await call('/api/speech/token', request, function (b) {
+          return typeof b.authorizationToken === 'string' && typeof b.region === 'string';
+        });
+      } catch (error) {
+        if (error.code !== 'speech_not_configured') throw error;
+        session.set(SPEECH, JSON.stringify({ none: true, until: now() + SPEECH_ABSENT_MS }));
+        return null;
+      }
+      var lifetime = (typeof body.expires_in === 'number' ? body.expires_in : 600) * 1000;
+      var credentials = {
+        authorizationToken: body.authorizationToken,
+        region: body.region,
+        until: now() + Math.max(0, lifetime - SPEECH_MARGIN_MS)
+      };
+      session.set(SPEECH, JSON.stringify(credentials));
+      return credentials;
     }
 
     function sessionOf(conversation, how) {
@@ -349,6 +380,15 @@
         session.remove(CONVERSATION);
         local.remove(HANDLE);
         held = null;
+      },
+
+      /**
+       * Web Chat's speech credentials, {authorizationToken, region}, or null when the service has no
+       * speech (the page then shows no microphone). Fresh for at least a minute.
+       */
+      speech: async function () {
+        var credentials = await speechCredentials();
+        return credentials && { authorizationToken: credentials.authorizationToken, region: credentials.region };
       },
 
       /** Stop listening to other tabs (a page that unmounts its chat). */

@@ -45,6 +45,9 @@ class FakeService {
     const body = request.body ? JSON.parse(request.body) : {};
     this.calls.push({ path, body, headers: request.headers || {} });
     if (this.queued.length) return this.queued.shift();
+    if (path.endsWith('/speech/token')) {
+      return { status: 200, body: { authorizationToken: `speech-${this.calls.length}`, region: 'westeurope', expires_in: 540 } };
+    }
     const user = body.userHandle ? body.userHandle.replace('handle-of-', '') : `dl_user${this.calls.length}`;
     if (path.endsWith('/refresh')) {
       return { status: 200, body: { conversationId: 'c1', token: `refreshed-${this.calls.length}`, expires_in: 1800 } };
@@ -227,5 +230,39 @@ describe('the module forms', () => {
     assert.equal(required.create, create);
     assert.equal(DirectLineTokenClient.create, create);
     assert.equal(globalThis.DirectLineTokenClient.create, create);
+  });
+});
+
+describe('speech', () => {
+  test('credentials are asked once and kept in the tab until a minute before their end', async () => {
+    const tokens = client();
+    assert.deepEqual(await tokens.speech(), { authorizationToken: 'speech-1', region: 'westeurope' });
+    clock += 7 * 60 * 1000; // 540 s minus a minute is 8 minutes
+    assert.equal((await client().speech()).authorizationToken, 'speech-1');
+    clock += 61 * 1000;
+    assert.equal((await tokens.speech()).authorizationToken, 'speech-2');
+    assert.deepEqual(service.paths(), ['/api/speech/token', '/api/speech/token']);
+  });
+
+  test('a service without speech is null, and asked again only after ten minutes', async () => {
+    service.then(404, { error: { code: 'speech_not_configured', message: 'no speech' } });
+    assert.equal(await client().speech(), null);
+    assert.equal(await client().speech(), null);
+    assert.equal(service.calls.length, 1);
+    clock += 11 * 60 * 1000;
+    assert.notEqual(await client().speech(), null);
+  });
+
+  test('the request identifies the caller as for a token', async () => {
+    local.setItem(HANDLE_KEY, 'handle-of-dl_ann');
+    await client({ getIdentityToken: async () => 'site-token' }).speech();
+    assert.equal(service.calls[0].body.userHandle, 'handle-of-dl_ann');
+    assert.equal(service.calls[0].headers.Authorization, 'Bearer site-token');
+  });
+
+  test('other failures are errors, and nothing is kept', async () => {
+    service.then(503, { error: { code: 'upstream_unavailable', message: 'busy' } });
+    await assert.rejects(client().speech(), (error) => error.code === 'upstream_unavailable');
+    assert.equal(session.getItem('directline-token:speech'), null);
   });
 });
