@@ -193,6 +193,13 @@ param enableSpeech bool = false
 @description('Speech resource tier: F0 is free (limited hours, one per subscription), S0 pay as you go.')
 param speechSku string = 'S0'
 
+@secure()
+@description('SPEECH_KEY: only for a Speech resource of your own that takes keys, when enableSpeech is false (the template\'s own takes none). Written to Key Vault only; the app reads it through a Key Vault reference.')
+param speechKey string = ''
+
+@description('SPEECH_REGION of that resource, with speechKey (such as westeurope).')
+param speechKeyRegion string = ''
+
 // ---------------------------------------------------------------------------------------------
 // Operations
 // ---------------------------------------------------------------------------------------------
@@ -235,6 +242,7 @@ var directLineSecretName = 'direct-line-secret'
 var directLineSecretSecondaryName = 'direct-line-secret-secondary'
 var userHandleKeySecretName = 'user-handle-key'
 var authJwtSecretName = 'auth-jwt-secret'
+var speechKeySecretName = 'speech-key'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -291,6 +299,8 @@ module vault 'modules/keyvault.bicep' = {
     userHandleKey: userHandleKey
     authJwtSecretName: authJwtSecretName
     authJwtSecret: authJwtSecret
+    speechKeySecretName: speechKeySecretName
+    speechKey: enableSpeech ? '' : speechKey
   }
 }
 
@@ -384,7 +394,10 @@ var optionalSecretSettings = union(
 var speechSettings = enableSpeech ? {
   SPEECH_RESOURCE_ID: speech.outputs.id
   SPEECH_REGION: location
-} : {}
+} : (empty(speechKey) ? {} : {
+  SPEECH_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${speechKeySecretName})'
+  SPEECH_REGION: speechKeyRegion
+})
 var redisSettings = enableManagedRedis ? {
   RATE_LIMIT_STORAGE: 'rediss://${redis.outputs.hostName}:10000'
 } : {}

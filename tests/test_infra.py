@@ -56,8 +56,8 @@ SPEC_SETTINGS = set(SETTINGS)
 FLEX_SCALE_DOCS = "https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations"
 FLEX_MAXIMUM_INSTANCES = (1, 1000)
 # Deliberately never set by the template (docs/deploy.md says why).
-LEFT_UNSET = {"WARMUP_URL", "SPEECH_KEY", "SPEECH_ENDPOINT"}
-SECRET_PARAMETERS = {"directLineSecret", "directLineSecretSecondary", "userHandleKey", "authJwtSecret"}
+LEFT_UNSET = {"WARMUP_URL", "SPEECH_ENDPOINT"}
+SECRET_PARAMETERS = {"directLineSecret", "directLineSecretSecondary", "userHandleKey", "authJwtSecret", "speechKey"}
 
 # Run by the checkers' Python: prints {path: parsed JSON, or {"error": ...}} for .bicep and .yml files.
 _PARSE = """
@@ -676,6 +676,7 @@ def test_the_parameters_file_only_points_secrets_at_azd_variables() -> None:
         "directLineSecretSecondary": "${AZURE_DIRECT_LINE_SECRET_SECONDARY}",
         "userHandleKey": "${AZURE_USER_HANDLE_KEY}",
         "authJwtSecret": "${AZURE_AUTH_JWT_SECRET}",
+        "speechKey": "${AZURE_SPEECH_KEY}",
     }
 
 
@@ -757,7 +758,8 @@ def test_deploy_hands_azd_every_variable_of_the_parameters_file(parsed: dict[str
         source = "secrets" if name in provision["env"] else "vars"
         assert given[name] == f"${{{{ {source}.{name} }}}}"
     assert set(provision["env"]) == {
-        "AZURE_DIRECT_LINE_SECRET", "AZURE_DIRECT_LINE_SECRET_SECONDARY", "AZURE_USER_HANDLE_KEY", "AZURE_AUTH_JWT_SECRET"
+        "AZURE_DIRECT_LINE_SECRET", "AZURE_DIRECT_LINE_SECRET_SECONDARY", "AZURE_USER_HANDLE_KEY", "AZURE_AUTH_JWT_SECRET",
+        "AZURE_SPEECH_KEY",
     }
 
 
@@ -836,5 +838,12 @@ def test_the_apps_identity_holds_speech_user_on_the_speech_resource_only(parsed:
 
 def test_speech_settings_name_the_resource_and_region_and_no_key(parsed: dict[str, Any]) -> None:
     settings = _settings_in(_variable(_bicep(parsed, "main.bicep"), "speechSettings"))
-    assert set(settings) == {"SPEECH_RESOURCE_ID", "SPEECH_REGION"}
+    assert {"SPEECH_RESOURCE_ID", "SPEECH_REGION"} <= set(settings)
     assert "listKeys" not in json.dumps(parsed)
+
+
+def test_a_speech_key_of_your_own_reaches_the_app_only_as_a_key_vault_reference(parsed: dict[str, Any]) -> None:
+    settings = _settings_in(_variable(_bicep(parsed, "main.bicep"), "speechSettings"))
+    assert settings["SPEECH_KEY"] == "@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${speechKeySecretName})"
+    vault = _bicep(parsed, "modules/keyvault.bicep")
+    assert _resource(vault, "speechKeySecret")["properties"]["value"] == "speechKey"

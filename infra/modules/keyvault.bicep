@@ -21,6 +21,10 @@ param authJwtSecretName string
 @secure()
 param authJwtSecret string
 
+param speechKeySecretName string
+@secure()
+param speechKey string
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location
@@ -86,6 +90,17 @@ resource jwtSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(a
     // checkov:skip=CKV_AZURE_41:Shared with the site's identity provider and rotated with it, by hand.
     // checkov:skip=CKV_AZURE_114:contentType is set just below; checkov does not read the properties of a resource declared with if().
     value: authJwtSecret
+    contentType: 'text/plain'
+  }
+}
+
+resource speechKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(speechKey)) {
+  parent: vault
+  name: speechKeySecretName
+  properties: {
+    // checkov:skip=CKV_AZURE_41:A Speech key of a resource outside the template, rotated with that resource, by hand.
+    // checkov:skip=CKV_AZURE_114:contentType is set just below; checkov does not read the properties of a resource declared with if().
+    value: speechKey
     contentType: 'text/plain'
   }
 }
