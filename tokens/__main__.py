@@ -94,7 +94,7 @@ def _url_host(host: str) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from tokens import logs, server
+    from tokens import connections, logs, server
 
     logging.basicConfig(level=logging.INFO, handlers=[logs.stderr_handler()], force=True)
     local = read_local_files()
@@ -140,7 +140,9 @@ def serve(args: argparse.Namespace) -> int:
         # Behind a proxy (more than one trusted hop) every connection comes from the proxy: counting
         # connections per address would throttle everyone at once.
         per_address = args.per_address if loaded.trusted_proxy_hops <= 1 else None
-        guard = server.Guard(args.request_timeout, args.max_connections, per_address)
+        guard = connections.Guard(
+            args.request_timeout, args.max_connections, per_address, loaded.rate_limit_ipv6_prefix
+        )
         wrap = None
         if demo is not None:
             wrap = demo.wrap
@@ -294,7 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve_parser.add_argument(
         "--per-address", type=_positive, default=100,
-        help="open connections per client address, when serve faces the clients (default %(default)s)",
+        help="open connections per client address (an IPv6 client's network of RATE_LIMIT_IPV6_PREFIX), "
+        "when serve faces the clients (default %(default)s)",
     )
     serve_parser.add_argument(
         "--demo", action="store_true", help="no secret needed: use the embedded Direct Line emulator"

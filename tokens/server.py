@@ -10,10 +10,9 @@ With `workers > 1` each worker process has its own listening socket on the port 
 kernel cannot spread connections across sockets, they share one), its own service, connection pool
 and (with `memory://`) rate-limit counts.
 
-Slow clients cannot starve the server (see `Guard`): waitress reads every request on one event loop
-before a thread sees it, so a trickling client holds a connection, not a thread; connections are
-plentiful (`max_connections` per process), one address may hold only so many of them, and a request
-whose headers and body have not all arrived within `request_timeout` of its first byte is closed.
+Slow or greedy clients cannot starve the server: tokens/connections.py says how its connections
+are kept (a cap per client network, a deadline for each request, idle places given to waiting
+clients, headers parsed in linear time); the channel here applies it.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from wsgiref.types import StartResponse, WSGIApplication
 
 from tokens import routes
 from tokens.body import MAX_BODY_BYTES
+from tokens.connections import MAX_REQUEST_HEADER, AddressCount, Guard, LinearHeaderParser, make_room
 from tokens.errors import InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceError
 from tokens.http import Request, Response, error_response
 from tokens.settings import Settings
@@ -63,14 +63,6 @@ GRACE_MARGIN = 10.0  # seconds, beyond UPSTREAM_TIMEOUT, that a stopping server 
 STOP_MARGIN = 5.0  # seconds more that the first process waits for its workers to stop
 LOOP_SECONDS = 0.2  # one turn of the event loop at most: how soon a stop signal is noticed
 ANSWER_SECONDS = 2.0  # after the requests finished, for their answers to go out
-
-
-class Guard(NamedTuple):
-    """What keeps slow or greedy clients from starving the server."""
-
-    request_timeout: float = 10.0  # seconds for a request's headers and body, from its first byte
-    max_connections: int = 1000  # open connections per process
-    per_address: int | None = 100  # open connections per client address; None behind a proxy
 
 
 class HostedApp:
@@ -304,7 +296,10 @@ def _serve(sockets: list[socket.socket], plan: Plan) -> bool:
             if plan.wrap is not None:
                 app = plan.wrap(app)
             server = _waitress(app, sockets, plan.threads, plan.guard)
+            listening = [listener.socket for listener in _listeners(server)]
             while not stopping.is_set():
+                channels = _socket_map(server)
+                make_room(_channels(server), len(channels), plan.guard.max_connections, listening)
                 _turn(server)
             _drain(server, grace(plan.settings))
     finally:
@@ -325,14 +320,25 @@ def _socket_map(server: Any) -> dict[int, Any]:
     return socket_map
 
 
+def _listeners(server: Any) -> list[Any]:
+    from waitress.server import BaseWSGIServer
+
+    return [d for d in _socket_map(server).values() if isinstance(d, BaseWSGIServer)]
+
+
+def _channels(server: Any) -> Iterator[Any]:
+    from waitress.channel import HTTPChannel
+
+    return (d for d in list(_socket_map(server).values()) if isinstance(d, HTTPChannel))
+
+
 def _drain(server: Any, seconds: float) -> None:
     """Stop accepting; let the requests already taken finish and their answers go out, for
     `seconds` at most; then stop the threads. Every request that reached the app writes its audit
     record before it answers, so none is lost unless it outlives the grace period."""
     from waitress import wasyncore
-    from waitress.server import BaseWSGIServer
 
-    for listener in [d for d in _socket_map(server).values() if isinstance(d, BaseWSGIServer)]:
+    for listener in _listeners(server):
         listener.accepting = False
         # The listening socket only: its trigger still wakes the loop when an answer is ready.
         wasyncore.dispatcher.close(listener)
@@ -405,17 +411,20 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
     The guard lives in the connection's channel, on waitress's one event-loop thread: `received`
     starts a request's clock at its first byte, `readable` (asked before every turn of the loop, at
     least once a second) closes a connection whose request is overdue, and the channel's creation and
-    removal count the connections of each address."""
+    removal count the connections of each client network."""
     from waitress.channel import HTTPChannel
-    from waitress.server import BaseWSGIServer, create_server
+    from waitress.server import create_server
     from waitress.task import ErrorTask
 
     class JsonErrorTask(ErrorTask):
         def execute(self) -> None:
             # waitress' own message can quote the request; a fixed one echoes nothing.
             parsed: Any = self.request  # the stubs type it as the error; it is the parsed request
-            too_large = parsed.error.code == 413
-            error = PayloadTooLarge() if too_large else InvalidRequest("The HTTP request is malformed.")
+            error: ServiceError = InvalidRequest("The HTTP request is malformed.")
+            if parsed.error.code == 413:
+                error = PayloadTooLarge()
+            elif parsed.error.code == 431:
+                error = InvalidRequest(f"The request's headers are larger than {MAX_REQUEST_HEADER} bytes.")
             status, headers, body = _error(error)
             self.status = f"{status} {_REASONS[status]}"
             self.response_headers = [*self.response_headers, *headers]
@@ -423,29 +432,27 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
             self.content_length = len(body)
             self.write(body)
 
-    open_by_address: dict[str, int] = {}
-    lock = threading.Lock()
+    count = AddressCount(guard)
 
     class GuardedChannel(HTTPChannel):
         error_task_class = JsonErrorTask
+        parser_class = LinearHeaderParser
 
         def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
             super().__init__(server, sock, addr, adj, map)
-            # The first request must arrive in time too: a connection that sends nothing is a slot held.
+            # The first request must arrive in time too: a connection that sends nothing is a place held.
+            self.request_started: float = self.creation_time
             self.request_due: float | None = self.creation_time + guard.request_timeout
-            self.counted_address: str | None = None
-            if guard.per_address is not None:
-                address = str(addr[0] if isinstance(addr, tuple) else addr)
-                with lock:
-                    open_by_address[address] = open_by_address.get(address, 0) + 1
-                    over = open_by_address[address] > guard.per_address
-                self.counted_address = address
-                if over:
+            self.counted_network: str | None = None
+            if count.counting:
+                self.counted_network = count.network(str(addr[0] if isinstance(addr, tuple) else addr))
+                if not count.add(self.counted_network):
                     self.will_close = True  # closed on the loop's next turn, before reading a byte
 
         def received(self, data: bytes) -> bool:
             if self.request_due is None and self.request is None and data:
-                self.request_due = time.time() + guard.request_timeout  # a new request begins
+                self.request_started = time.time()  # a new request begins
+                self.request_due = self.request_started + guard.request_timeout
             result: bool = super().received(data)
             if self.request is None:  # nothing half-received: until the next request, no clock
                 self.request_due = None
@@ -459,12 +466,9 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
 
         def del_channel(self, map: Any = None) -> None:
             # Every way a channel is closed ends here (waitress's handle_close skips close()).
-            if self.counted_address is not None:
-                with lock:
-                    left = open_by_address.pop(self.counted_address, 1) - 1
-                    if left > 0:
-                        open_by_address[self.counted_address] = left
-                self.counted_address = None
+            if self.counted_network is not None:
+                count.remove(self.counted_network)
+                self.counted_network = None
             super().del_channel(map)
 
     server: Any = create_server(
@@ -472,6 +476,7 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
         sockets=sockets,
         threads=threads,
         max_request_body_size=MAX_REQUEST_BODY,
+        max_request_header_size=MAX_REQUEST_HEADER,
         ident="tokens",
         # Keep X-Forwarded-For: TRUSTED_PROXY_HOPS, not waitress, decides which entries to believe.
         clear_untrusted_proxy_headers=False,
@@ -482,10 +487,8 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
         asyncore_use_poll=os.name != "nt",
     )
     # One listening server, or several (a host name with IPv4 and IPv6 addresses) in one map.
-    listeners = [server] if isinstance(server, BaseWSGIServer) else list(server.map.values())
-    for listener in listeners:
-        if isinstance(listener, BaseWSGIServer):
-            listener.channel_class = GuardedChannel
+    for listener in _listeners(server):
+        listener.channel_class = GuardedChannel
     return server
 
 
