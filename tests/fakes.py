@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -47,7 +48,7 @@ from types import FrameType
 from typing import Any
 
 from tests.certs import CertFiles
-from tests.served import ROOT, free_port, stop_process
+from tests.served import ROOT, stop_process
 
 SECRET = "fake-directline-secret-7Qm2xZ9vRb"
 # Direct Line's own words, as its users reported them (see the module docstring).
@@ -339,8 +340,22 @@ class FakeDirectLine:
 
 
 def refused_url() -> str:
-    """A loopback URL where nothing listens: connecting to it is refused."""
-    return f"http://127.0.0.1:{free_port()}/v3/directline"
+    """A loopback URL where nothing listens: connecting to it is refused. Its port stays bound (never
+    listening) for as long as the tests run, so that no other server started meanwhile, here or in
+    another process, can take it and answer."""
+    return f"http://127.0.0.1:{_refusing_port()}/v3/directline"
+
+
+@functools.cache
+def _refusing_port() -> int:
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # no SO_REUSEADDR: nobody shares it
+    held.bind(("127.0.0.1", 0))
+    _held_sockets.append(held)
+    port: int = held.getsockname()[1]
+    return port
+
+
+_held_sockets: list[socket.socket] = []
 
 
 # -- as a process of its own (the benchmarks) ----------------------------------------------------
