@@ -1,5 +1,5 @@
-"""Hosted mode's logging (tokens/logs.py): one line per record, written by the standard library's queue
-listener; nothing queued is lost when the server stops; an audit record is never dropped, and a
+"""Hosted mode's logging (tokens/logs.py): one line per record, written by one writer thread from a
+bounded queue, the lines waiting together in one write; nothing queued is lost when the server stops; an audit record is never dropped, and a
 request learns when its record could not be written; ordinary lines are dropped, and counted, rather
 than piled up without bound."""
 
@@ -9,6 +9,7 @@ import errno
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -80,6 +81,34 @@ def test_every_record_queued_before_the_stop_is_written_once_and_in_order(stderr
     for t in range(4):
         mine = [line for line in lines if f"thread {t} " in line]
         assert [line.rsplit(" ", 1)[1] for line in mine] == [str(n) for n in range(500)]
+
+
+class CountedWrites(StalledReader):
+    """Counts the writes; the first one blocks until `resume` is set, so that lines pile up behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_lines_waiting_together_are_written_with_one_write(stderr: Callable[[], str]) -> None:
+    stream = CountedWrites()
+    finish = logs.configure(stream)
+    log = logging.getLogger("tokens.service")
+    log.info("first")
+    deadline = time.monotonic() + 5
+    while stream.writes == 0 and time.monotonic() < deadline:  # until the writer blocks writing it
+        time.sleep(0.01)
+    for n in range(50):
+        log.info("waiting %d", n)
+    stream.resume.set()
+    assert finish() is True
+    assert stream.getvalue().count("\n") == 51
+    assert stream.writes == 2
 
 
 def test_a_record_with_newlines_and_a_traceback_stays_one_line(stderr: Callable[[], str]) -> None:

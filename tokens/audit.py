@@ -89,8 +89,11 @@ class Confirmation:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._settled = threading.Event()
-        self._state = "queued"  # then "writing", or "abandoned"
+        # Held until the writer settles: one waiter, one settling, and a lock is the lightest way
+        # for a thread to sleep until another says so (an Event is a Condition around two locks).
+        self._settled = threading.Lock()
+        self._settled.acquire()
+        self._state = "queued"  # then "writing", "settled", or "abandoned"
         self.awaited = False  # a confirming log took the line: wait for it to be written
         self.written = False
 
@@ -103,18 +106,22 @@ class Confirmation:
             return True
 
     def settle(self, *, written: bool) -> None:
+        with self._lock:
+            if self._state == "settled":
+                return
+            self._state = "settled"
         self.written = written
-        self._settled.set()
+        self._settled.release()
 
     def wait(self, seconds: float) -> bool:
         """Whether the line was written within `seconds` (or is being written, and then was)."""
-        if self._settled.wait(seconds):
+        if self._settled.acquire(timeout=seconds):
             return self.written
         with self._lock:
             if self._state == "queued":
                 self._state = "abandoned"
                 return False
-        return self._settled.wait(seconds) and self.written  # caught mid-write
+        return self._settled.acquire(timeout=seconds) and self.written  # caught mid-write
 
 
 _not_written = 0

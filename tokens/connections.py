@@ -23,9 +23,10 @@ import select
 import socket
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 
 from tokens.clientip import rate_limit_network
@@ -38,6 +39,7 @@ log = logging.getLogger("tokens.server")
 # own default is 256 KiB.
 MAX_REQUEST_HEADER = 32 * 1024
 HEADER_END = b"\r\n\r\n"  # the only end of a header block waitress accepts
+OVERDUE_SWEEP_SECONDS = 0.25  # how often requests are checked against their deadline
 
 
 class Guard(NamedTuple):
@@ -108,16 +110,18 @@ class LinearHeaderParser(HTTPRequestParser):
 _full = Notice(log, logging.WARNING)
 
 
-def make_room(
-    channels: Iterable[Any], open_count: int, limit: int, listeners: Iterable[socket.socket]
-) -> bool:
-    """When `open_count` connections fill the `limit` and a client waits on one of the `listeners`,
-    close the connection that is doing least (see the module's docstring); True if one was closed.
-    Runs on the event-loop thread, between turns."""
-    if open_count < limit or not any(_waiting(sock) for sock in listeners):
+def make_room(socket_map: Mapping[int, Any], limit: int, listeners: Iterable[socket.socket]) -> bool:
+    """When the connections in waitress's `socket_map` fill the `limit` and a client waits on one of
+    the `listeners`, close the connection that is doing least (see the module's docstring); True if
+    one was closed. Runs on the event-loop thread, between turns."""
+    if len(socket_map) < limit or not any(_waiting(sock) for sock in listeners):
         return False
     victim = min(
-        ((rank, channel) for channel in channels if (rank := _idleness(channel)) is not None),
+        (
+            (rank, channel)
+            for channel in list(socket_map.values())
+            if isinstance(channel, HTTPChannel) and (rank := _idleness(channel)) is not None
+        ),
         key=lambda ranked: ranked[0],
         default=None,
     )
@@ -128,12 +132,23 @@ def make_room(
         "room (--max-connections)",
         limit,
     )
-    channel = victim[1]
+    channel: Any = victim[1]  # requests_lock: not in the stubs
     with channel.requests_lock:
         if _idleness(channel) is None:  # a request completed meanwhile: leave it be
             return False
         channel.handle_close()
     return True
+
+
+def close_overdue(socket_map: Mapping[int, Any], now: float) -> None:
+    """Mark for closing every connection whose request has not all arrived by its deadline (kept
+    by the channel as `request_due`); waitress closes them on its next turn. Runs on the event-loop
+    thread every OVERDUE_SWEEP_SECONDS: once per turn would cost every turn a look at every
+    connection."""
+    for channel in list(socket_map.values()):
+        due: float | None = getattr(channel, "request_due", None)
+        if due is not None and now > due and not channel.requests:
+            channel.will_close = True
 
 
 def _idleness(channel: Any) -> tuple[int, float] | None:

@@ -1,6 +1,8 @@
 """Logging for hosted mode: one line per record on standard error, through the standard library's
-QueueHandler and QueueListener, so that a slow or contended standard error never holds a request up.
-(Under Azure Functions the host owns logging, and none of this is used.)
+QueueHandler and one writer thread, so that a slow or contended standard error never holds a request
+up. The writer takes every line waiting at once and writes them with one write and one flush: under
+load the lines of many requests share a system call. (Under Azure Functions the host owns logging,
+and none of this is used.)
 
 The queue is bounded. An ordinary line that finds it full is dropped and counted, and the count is
 written once the stream takes lines again. An audit record is never dropped: the request that made
@@ -21,13 +23,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from logging.handlers import QueueHandler, QueueListener
+from logging.handlers import QueueHandler
 from typing import IO, Any
 
 from tokens import audit
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 MAX_QUEUED = 10_000  # lines; each about 300 bytes
+MAX_BATCH = 256  # lines written with one write and one flush
 STOP_SECONDS = 10.0  # for the last lines to be written when the server stops
 
 
@@ -39,37 +42,40 @@ class OneLineFormatter(logging.Formatter):
         return super().format(record).replace("\r", "\\r").replace("\n", " | ")
 
 
-class _Writer(logging.Handler):
-    """The listener's one handler: writes each (already formatted) line and flushes, and settles
-    an audit record's confirmation with what happened."""
+class _Writer:
+    """Writes lines, already formatted, and flushes; settles each audit record's confirmation with
+    what happened."""
 
     def __init__(self, stream: IO[str]) -> None:
-        super().__init__()
         self.stream = stream
         self.writing_since: float | None = None  # set while a write is under way: a stalled reader
         self.dropped = 0  # ordinary lines that found the queue full, not yet reported
         self._dropped_lock = threading.Lock()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        confirmation: audit.Confirmation | None = getattr(record, "confirmation", None)
-        if confirmation is not None and not confirmation.claim():
-            return  # its request gave up waiting and issued nothing: the record would be untrue
-        lines = self._dropped_note() + record.getMessage() + "\n"
+    def write(self, records: list[logging.LogRecord]) -> None:
+        lines = [self._dropped_note()]
+        confirmations: list[audit.Confirmation] = []
+        for record in records:
+            confirmation: audit.Confirmation | None = getattr(record, "confirmation", None)
+            if confirmation is not None:
+                if not confirmation.claim():
+                    continue  # its request gave up waiting and issued nothing: the record would be untrue
+                confirmations.append(confirmation)
+            lines.append(record.getMessage() + "\n")
         self.writing_since = time.monotonic()
         try:
-            self.stream.write(lines)
+            self.stream.write("".join(lines))
             self.stream.flush()
         except Exception:
-            self._failed(confirmation)
+            audit.trail_failing.set()
+            for confirmation in confirmations:
+                confirmation.settle(written=False)
             return
         finally:
             self.writing_since = None
         audit.trail_failing.clear()
-        if confirmation is not None:
+        for confirmation in confirmations:
             confirmation.settle(written=True)
-
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - the standard library's name
-        """Nothing to print: the stream that failed is the one it would be printed on."""
 
     def count_dropped(self) -> None:
         with self._dropped_lock:
@@ -85,11 +91,6 @@ class _Writer(logging.Handler):
             "msg": f"{dropped} log lines were dropped: the log stream was too slow",
         })
         return OneLineFormatter(FORMAT).format(note) + "\n"
-
-    def _failed(self, confirmation: audit.Confirmation | None) -> None:
-        audit.trail_failing.set()
-        if confirmation is not None:
-            confirmation.settle(written=False)
 
 
 class _Enqueue(QueueHandler):
@@ -121,22 +122,40 @@ class _Enqueue(QueueHandler):
             confirmation.settle(written=False)
 
 
-class _Listener(QueueListener):
+class _Listener:
+    """The writer's thread: waits for a line, then takes every line queued behind it (MAX_BATCH at
+    most) and writes them together."""
+
     def __init__(self, lines: queue.Queue[Any], writer: _Writer) -> None:
-        super().__init__(lines, writer)
         self._lines = lines
+        self._writer = writer
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._lines.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._lines.get_nowait())
+                except queue.Empty:
+                    break
+            records = [record for record in batch if record is not None]
+            if records:
+                self._writer.write(records)
+            if len(records) < len(batch):  # the stop: everything queued before it is written
+                return
 
     def stop_within(self, seconds: float) -> bool:
         """Write out what is queued, for `seconds` at most; False if the writer did not finish."""
         try:
-            self._lines.put(None, timeout=seconds)  # QueueListener's sentinel
+            self._lines.put(None, timeout=seconds)
         except queue.Full:
             return False
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(seconds)
-        return not thread.is_alive()
+        self._thread.join(seconds)
+        return not self._thread.is_alive()
 
 
 def stderr_handler() -> logging.Handler:

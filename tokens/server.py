@@ -34,7 +34,15 @@ from wsgiref.types import StartResponse, WSGIApplication
 
 from tokens import routes
 from tokens.body import MAX_BODY_BYTES
-from tokens.connections import MAX_REQUEST_HEADER, AddressCount, Guard, LinearHeaderParser, make_room
+from tokens.connections import (
+    MAX_REQUEST_HEADER,
+    OVERDUE_SWEEP_SECONDS,
+    AddressCount,
+    Guard,
+    LinearHeaderParser,
+    close_overdue,
+    make_room,
+)
 from tokens.errors import InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceError
 from tokens.http import Request, Response, error_response
 from tokens.settings import Settings
@@ -296,11 +304,16 @@ def _serve(sockets: list[socket.socket], plan: Plan) -> bool:
             if plan.wrap is not None:
                 app = plan.wrap(app)
             server = _waitress(app, sockets, plan.threads, plan.guard)
+            socket_map = _socket_map(server)
             listening = [listener.socket for listener in _listeners(server)]
+            next_sweep = 0.0
             while not stopping.is_set():
-                channels = _socket_map(server)
-                make_room(_channels(server), len(channels), plan.guard.max_connections, listening)
+                make_room(socket_map, plan.guard.max_connections, listening)
                 _turn(server)
+                now = time.time()
+                if now >= next_sweep:
+                    close_overdue(socket_map, now)
+                    next_sweep = now + OVERDUE_SWEEP_SECONDS
             _drain(server, grace(plan.settings))
     finally:
         written = finish()
@@ -324,12 +337,6 @@ def _listeners(server: Any) -> list[Any]:
     from waitress.server import BaseWSGIServer
 
     return [d for d in _socket_map(server).values() if isinstance(d, BaseWSGIServer)]
-
-
-def _channels(server: Any) -> Iterator[Any]:
-    from waitress.channel import HTTPChannel
-
-    return (d for d in list(_socket_map(server).values()) if isinstance(d, HTTPChannel))
 
 
 def _drain(server: Any, seconds: float) -> None:
@@ -409,9 +416,9 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
     meets one shape.
 
     The guard lives in the connection's channel, on waitress's one event-loop thread: `received`
-    starts a request's clock at its first byte, `readable` (asked before every turn of the loop, at
-    least once a second) closes a connection whose request is overdue, and the channel's creation and
-    removal count the connections of each client network."""
+    starts a request's clock at its first byte (`close_overdue`, between turns of the loop, closes the
+    connection when it runs out), and the channel's creation and removal count the connections of
+    each client network."""
     from waitress.channel import HTTPChannel
     from waitress.server import create_server
     from waitress.task import ErrorTask
@@ -457,12 +464,6 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
             if self.request is None:  # nothing half-received: until the next request, no clock
                 self.request_due = None
             return result
-
-        def readable(self) -> bool:
-            if self.request_due is not None and not self.requests and time.time() > self.request_due:
-                self.will_close = True  # its request took too long to arrive
-            readable: bool = super().readable()
-            return readable
 
         def del_channel(self, map: Any = None) -> None:
             # Every way a channel is closed ends here (waitress's handle_close skips close()).
