@@ -59,18 +59,25 @@ def measure_fake(settings: Mapping[str, str], plan: Plan, fake: RunningFake, wrk
     the secret, at the run's highest concurrency. Its own capacity, and its CPU per request."""
     secret = settings["DIRECT_LINE_SECRET"]
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    ca_file = Path(settings["REQUESTS_CA_BUNDLE"])
+
+    def load(seconds: float) -> LoadResult:
+        return _load(
+            fake.generate_url,
+            max(plan.concurrency),
+            seconds,
+            wrk,
+            body=GENERATE_BODY,
+            headers=headers,
+            ca_file=ca_file,
+        )
+
+    if plan.warmup_seconds:  # as the servers get theirs
+        load(plan.warmup_seconds)
     before = cpu_seconds(fake.pid)
-    load = _load(
-        fake.generate_url,
-        max(plan.concurrency),
-        plan.load_seconds,
-        wrk,
-        body=GENERATE_BODY,
-        headers=headers,
-        ca_file=Path(settings["REQUESTS_CA_BUNDLE"]),
-    )
+    measured = load(plan.load_seconds)
     used = cpu_seconds(fake.pid) - before
-    return Level(load, used, used)
+    return Level(measured, used, used)
 
 
 def _level(url: str, pids: tuple[int, int], concurrency: int, seconds: float, wrk: str | None) -> Level:

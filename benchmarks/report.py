@@ -26,7 +26,7 @@ from benchmarks.results import (
     Results,
 )
 from benchmarks.stats import Latencies, median, percentile, ratio
-from benchmarks.validity import JUDGED_UP_TO, VALID_SHARE, State, ceiling_rps
+from benchmarks.validity import JUDGED_UP_TO, VALID_SHARE, State, ceiling_rps, percent
 
 PROFILE_LINES = 80
 TARGET_CONCURRENCY = 64
@@ -252,7 +252,8 @@ def _validity(results: Results) -> list[str]:
         "reported, and `python -m benchmarks` exits 1 (`benchmarks/validity.py`).",
         "",
         f"The fake by itself, first: {_tool(fake.load.tool)} straight at its `tokens/generate` over "
-        f"HTTPS with the secret, at the run's highest concurrency, for {plan.load_seconds:g} s. It is "
+        f"HTTPS with the secret, at the run's highest concurrency, for {plan.load_seconds:g} s after "
+        f"{plan.warmup_seconds:g} s of warm-up. It is "
         "`benchmarks/fake_directline.py`: one asyncio event loop in a process of its own, kept-alive "
         "TLS, TCP_NODELAY, a listen backlog of 4096. Its CPU is taken from the same CPUs as the "
         "servers', so it must be cheap as well as fast.",
@@ -274,7 +275,7 @@ def _validity(results: Results) -> list[str]:
             passed = "yes" if share >= VALID_SHARE else "**no**"
             if verdict.state is State.NOT_JUDGED:
                 passed = "not judged"
-            cells = [str(c), f"{ceiling_rps(c, delay):,.0f}", f"{level.load.rps:,.0f}", _percent(share)]
+            cells = [str(c), f"{ceiling_rps(c, delay):,.0f}", f"{level.load.rps:,.0f}", percent(share)]
             lines.append("| " + " | ".join([*cells, passed]) + " |")
     return [*lines, "", f"**Verdict: {verdict.reason}.**", ""]
 
@@ -285,7 +286,7 @@ def _fake_row(fake: Level, delay_ms: float) -> str:
         str(load.concurrency),
         f"{ceiling_rps(load.concurrency, delay_ms):,.0f}",
         f"{load.rps:,.0f}",
-        _percent(fake.share(delay_ms)),
+        percent(fake.share(delay_ms)),
         _ms(load.p50_ms),
         _ms(load.p99_ms),
         str(load.errors),
@@ -506,13 +507,14 @@ def _banner(results: Results) -> list[str]:
     verdict, fake, delay = results.validity, results.throughput.fake, results.plan.delay_ms
     why = verdict.why[0].upper() + verdict.why[1:]
     alone = (
-        f"The fake Direct Line alone carried {_percent(fake.share(delay))} of the ceiling at "
+        f"The fake Direct Line alone carried {percent(fake.share(delay))} of the ceiling at "
         f"c={fake.load.concurrency}, for {fake.cpu_ms_per_request:.3f} ms of CPU per request."
     )
     if verdict.state is State.FAKE_BOUND:
         return [
             f"> **FAKE-BOUND RUN: THE THROUGHPUT NUMBERS BELOW ARE NOT RESULTS.** {why}. No `serve` / "
-            f"Node peer ratio is reported, and `python -m benchmarks` exited 1. {alone}",
+            "Node peer ratio is reported, and `python -m benchmarks` exited 1. Alone, the fake used "
+            f"{fake.cpu_ms_per_request:.3f} ms of CPU per request.",
             "",
         ]
     if verdict.state is State.VALID:

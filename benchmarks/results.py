@@ -155,7 +155,8 @@ class Results:
     @property
     def validity(self) -> Verdict:
         node = [(level.load.concurrency, level.load.rps) for level in self.throughput.node]
-        return judge(self.plan.mode, self.plan.delay_ms, node)
+        fake = self.throughput.fake.load
+        return judge(self.plan.mode, self.plan.delay_ms, node, (fake.concurrency, fake.rps))
 
     def failures(self) -> list[str]:
         """What makes this run no measurement: failed calls (fast calls skew every latency), audit

@@ -61,8 +61,14 @@ def share_of_ceiling(rps: float, concurrency: int, delay_ms: float) -> float:
     return ratio(rps, ceiling_rps(concurrency, delay_ms))
 
 
-def judge(mode: str, delay_ms: float, node_levels: Sequence[tuple[int, float]]) -> Verdict:
-    """The verdict on a run from the Node peer's (concurrency, requests/s) at each level."""
+def judge(
+    mode: str,
+    delay_ms: float,
+    node_levels: Sequence[tuple[int, float]],
+    fake_alone: tuple[int, float] | None = None,
+) -> Verdict:
+    """The verdict on a run from the Node peer's (concurrency, requests/s) at each level; the fake's
+    own (concurrency, requests/s), when measured, says which of the usual suspects set the pace."""
     if mode == "smoke":
         return Verdict(State.NOT_JUDGED, "not judged (smoke)", "a smoke run is too short to measure anything")
     if not delay_ms > 0:
@@ -70,26 +76,47 @@ def judge(mode: str, delay_ms: float, node_levels: Sequence[tuple[int, float]]) 
     judged = [(c, share_of_ceiling(rps, c, delay_ms)) for c, rps in node_levels if c <= JUDGED_UP_TO]
     if not judged:
         return Verdict(State.NOT_JUDGED, "not judged", f"no level at c <= {JUDGED_UP_TO}")
+    bar = percent(VALID_SHARE)
     # NaN (a level that measured nothing) counts as a shortfall, never as a pass.
     short = tuple((c, share) for c, share in judged if not share >= VALID_SHARE)
     if short:
-        levels = ", ".join(f"{_percent(share)} at c={c}" for c, share in short)
+        levels = ", ".join(f"{percent(share)} at c={c}" for c, share in short)
         return Verdict(
             State.FAKE_BOUND,
             "fake-bound",
-            f"the Node peer stayed under {_percent(VALID_SHARE)} of the c / delay ceiling ({levels}; "
-            f"{_percent(VALID_SHARE)} needed at every c <= {JUDGED_UP_TO}), so the fake Direct Line, "
-            "the load generator or other work on the machine set the pace, not the servers",
+            f"the Node peer stayed under {bar} of the c / delay ceiling ({levels}; {bar} needed at every "
+            f"c <= {JUDGED_UP_TO}), so {_cause(delay_ms, fake_alone)}",
             short,
         )
     lowest = min(share for _, share in judged)
     return Verdict(
         State.VALID,
         "valid",
-        f"the Node peer reached at least {_percent(lowest)} of the c / delay ceiling at every "
-        f"c <= {JUDGED_UP_TO} ({_percent(VALID_SHARE)} needed)",
+        f"the Node peer reached at least {percent(lowest)} of the c / delay ceiling at every "
+        f"c <= {JUDGED_UP_TO} ({bar} needed)",
     )
 
 
-def _percent(share: float) -> str:
-    return "nan %" if math.isnan(share) else f"{share * 100:.0f} %"
+def _cause(delay_ms: float, fake_alone: tuple[int, float] | None) -> str:
+    """Who set the pace instead of the servers, as far as the fake's own measurement tells."""
+    if fake_alone is None:
+        return (
+            "the fake Direct Line, the load generator or other work on the machine set the pace, not "
+            "the servers"
+        )
+    c, rps = fake_alone
+    share = share_of_ceiling(rps, c, delay_ms)
+    if share >= VALID_SHARE:
+        return (
+            f"the machine set the pace, not the servers: the fake alone carried {percent(share)} at c={c}, "
+            "so the load generator and other work on the CPUs took what the servers needed"
+        )
+    return (
+        f"the fake Direct Line set the pace (alone it carried only {percent(share)} at c={c}), or the "
+        "machine under it, not the servers"
+    )
+
+
+def percent(share: float) -> str:
+    """One decimal, so that 84.8 % is never shown as the 85 % it fell short of."""
+    return "nan %" if math.isnan(share) else f"{share * 100:.1f} %".replace(".0 %", " %")

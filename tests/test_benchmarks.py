@@ -99,7 +99,7 @@ def test_a_fake_bound_run_is_refused_and_reports_no_ratio() -> None:
     results = made_up_run(FAKE_BOUND_NODE, FAKE_BOUND_SERVE)
 
     assert results.validity.state is State.FAKE_BOUND
-    assert any("fake-bound" in failure and "(47 % at c=64;" in failure for failure in results.failures())
+    assert any("fake-bound" in failure and "(46.9 % at c=64;" in failure and "the fake alone carried 90.6 %" in failure for failure in results.failures())
     text = report.render(results)
     assert "FAKE-BOUND RUN" in text.split("## Targets")[0]
     assert "**Not results: this run is fake-bound**" in text
@@ -119,7 +119,7 @@ def test_a_valid_run_reports_its_ratios_and_its_misses() -> None:
     text = report.render(results)
     assert "**Valid run.**" in text.split("## Targets")[0]
     assert "| 64 | 0.32 |" in text  # serve / Node peer requests/s at c=64
-    assert "| 64 | 3,200 | 2,986 | 93 % | yes |" in text
+    assert "| 64 | 3,200 | 2,986 | 93.3 % | yes |" in text
     assert "more requests per second: the Node peer at c = 1, 8, 32, 64; `serve` at c = none" in text
     assert _target(results, "`serve` throughput at c=64").result == "missed"
     assert _target(results, "`serve` p99").result == "missed"  # 120 ms is 4x its 30 ms p50
