@@ -2,27 +2,37 @@
 
 2. throughput and latency of `serve` and of the Node peer, side by side: both run at once (an idle
    one costs nothing) and take turns at each concurrency, so that whatever else the machine does
-   falls on both alike; the CPU each used comes from /proc, before and after each level;
+   falls on both alike; the CPU each used, and the fake Direct Line's meanwhile, comes from /proc,
+   before and after each level. First the fake itself is loaded alone, straight at
+   `tokens/generate` at the highest concurrency, to show what it can carry (benchmarks/validity.py);
 4. memory: VmRSS of one `serve` process after each checkpoint of requests, and its audit lines,
    counted once it has stopped (they go through a queue that is written out at exit).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from benchmarks.load import run_python, run_wrk, wrk_path
+from benchmarks.fake_directline import RunningFake
+from benchmarks.inprocess import TOKEN_BODY
+from benchmarks.load import HEADERS, LoadResult, run_python, run_wrk, wrk_path
 from benchmarks.processes import Server, cpu_seconds, node_command, serve_command, started, token_url
 from benchmarks.results import Level, MemoryResult, Plan, ThroughputResult
 from tests.served import ServedApp, child_environment, free_port
 
 WARMUP_CONCURRENCY = 8
+# What the servers send to tokens/generate, give or take the user id.
+GENERATE_BODY = json.dumps({"user": {"id": "dl_" + "0" * 32, "name": "Ann"}}).encode()
 
 
-def measure_throughput(settings: Mapping[str, str], plan: Plan, work: Path) -> ThroughputResult:
+def measure_throughput(
+    settings: Mapping[str, str], plan: Plan, work: Path, fake: RunningFake
+) -> ThroughputResult:
     wrk = None if plan.python_load_only else wrk_path()
+    fake_alone = measure_fake(settings, plan, fake, wrk)
     env = child_environment(settings)
     serve_port, node_port = free_port(), free_port()
     flags = ("--workers", str(plan.serve_workers), "--threads", str(plan.serve_threads))
@@ -38,19 +48,59 @@ def measure_throughput(settings: Mapping[str, str], plan: Plan, work: Path) -> T
         levels: dict[str, list[Level]] = {name: [] for name in servers}
         for concurrency in plan.concurrency:
             for name, (url, pid) in servers.items():
-                levels[name].append(_level(url, pid, concurrency, plan.load_seconds, wrk))
+                levels[name].append(_level(url, (pid, fake.pid), concurrency, plan.load_seconds, wrk))
     return ThroughputResult(
-        plan.serve_workers, plan.serve_threads, tuple(levels["serve"]), tuple(levels["node"])
+        plan.serve_workers, plan.serve_threads, tuple(levels["serve"]), tuple(levels["node"]), fake_alone
     )
 
 
-def _level(url: str, pid: int, concurrency: int, seconds: float, wrk: str | None) -> Level:
-    before = cpu_seconds(pid)
+def measure_fake(settings: Mapping[str, str], plan: Plan, fake: RunningFake, wrk: str | None) -> Level:
+    """The fake Direct Line alone: the load generator straight at `tokens/generate` over HTTPS, with
+    the secret, at the run's highest concurrency. Its own capacity, and its CPU per request."""
+    secret = settings["DIRECT_LINE_SECRET"]
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    ca_file = Path(settings["REQUESTS_CA_BUNDLE"])
+
+    def load(seconds: float) -> LoadResult:
+        return _load(
+            fake.generate_url,
+            max(plan.concurrency),
+            seconds,
+            wrk,
+            body=GENERATE_BODY,
+            headers=headers,
+            ca_file=ca_file,
+        )
+
+    if plan.warmup_seconds:  # as the servers get theirs
+        load(plan.warmup_seconds)
+    before = cpu_seconds(fake.pid)
+    measured = load(plan.load_seconds)
+    used = cpu_seconds(fake.pid) - before
+    return Level(measured, used, used)
+
+
+def _level(url: str, pids: tuple[int, int], concurrency: int, seconds: float, wrk: str | None) -> Level:
+    """One level against one server; `pids` are the server's and the fake's."""
+    before = [cpu_seconds(pid) for pid in pids]
+    load = _load(url, concurrency, seconds, wrk)
+    server_cpu, fake_cpu = (cpu_seconds(pid) - used for pid, used in zip(pids, before, strict=True))
+    return Level(load, server_cpu, fake_cpu)
+
+
+def _load(
+    url: str,
+    concurrency: int,
+    seconds: float,
+    wrk: str | None,
+    *,
+    body: bytes = TOKEN_BODY,
+    headers: Mapping[str, str] = HEADERS,
+    ca_file: Path | None = None,
+) -> LoadResult:
     if wrk is None:
-        load = run_python(url, concurrency, seconds=seconds)
-    else:
-        load = run_wrk(url, concurrency, seconds, wrk)
-    return Level(load, cpu_seconds(pid) - before)
+        return run_python(url, concurrency, seconds=seconds, body=body, headers=headers, ca_file=ca_file)
+    return run_wrk(url, concurrency, seconds, wrk, body=body, headers=headers)
 
 
 def measure_memory(settings: Mapping[str, str], plan: Plan, work: Path) -> MemoryResult:

@@ -1,16 +1,21 @@
-"""Load generators for `serve`: wrk (Debian's /usr/bin/wrk) with a small Lua script, or a threaded
-Python one where wrk is missing. Both keep connections alive, count every error (a failed connection,
-read or write, a timeout, or any answer but 200) and stop after a bounded time."""
+"""Load generators for `serve`, the Node peer and the fake Direct Line itself: wrk (Debian's
+/usr/bin/wrk) with a small Lua script, or a threaded Python one where wrk is missing. Both POST the
+same body and headers (a token request as the Web Chat page sends it, unless told otherwise), over
+HTTP or HTTPS, keep connections alive, count every error (a failed connection, read or write, a
+timeout, or any answer but 200) and stop after a bounded time."""
 
 from __future__ import annotations
 
 import http.client
 import itertools
 import json
+import os
 import shutil
+import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,7 +23,7 @@ from urllib.parse import urlsplit
 from benchmarks.inprocess import ORIGIN, TOKEN_BODY
 from benchmarks.stats import percentile
 
-LUA_SCRIPT = Path(__file__).resolve().parent / "token_post.lua"
+LUA_SCRIPT = Path(__file__).resolve().parent / "post.lua"
 WRK_PREFIX = "WRK_RESULT "
 REQUEST_TIMEOUT = 10.0
 HEADERS = {"Content-Type": "application/json", "Origin": ORIGIN}
@@ -45,7 +50,15 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
-def run_wrk(url: str, concurrency: int, seconds: float, wrk: str) -> LoadResult:
+def run_wrk(
+    url: str,
+    concurrency: int,
+    seconds: float,
+    wrk: str,
+    *,
+    body: bytes = TOKEN_BODY,
+    headers: Mapping[str, str] = HEADERS,
+) -> LoadResult:
     threads = min(2, concurrency)
     command = [
         wrk,
@@ -61,7 +74,14 @@ def run_wrk(url: str, concurrency: int, seconds: float, wrk: str) -> LoadResult:
         str(LUA_SCRIPT),
         url,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    env = {
+        **os.environ,
+        "WRK_BODY": body.decode(),
+        "WRK_HEADERS": "\n".join(f"{name}: {value}" for name, value in headers.items()),
+    }
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 60, check=False, env=env
+    )
     for line in done.stdout.splitlines():
         if line.startswith(WRK_PREFIX):
             data = json.loads(line[len(WRK_PREFIX) :])
@@ -81,14 +101,23 @@ def run_wrk(url: str, concurrency: int, seconds: float, wrk: str) -> LoadResult:
 
 
 def run_python(
-    url: str, concurrency: int, *, seconds: float | None = None, total: int | None = None
+    url: str,
+    concurrency: int,
+    *,
+    seconds: float | None = None,
+    total: int | None = None,
+    body: bytes = TOKEN_BODY,
+    headers: Mapping[str, str] = HEADERS,
+    ca_file: Path | None = None,
 ) -> LoadResult:
     """`concurrency` threads, each with one kept-alive connection, until `seconds` pass or `total`
-    requests have been sent, whichever comes first (at least one of them must be given)."""
+    requests have been sent, whichever comes first (at least one of them must be given). An https
+    URL is trusted through `ca_file`."""
     if seconds is None and total is None:
         raise ValueError("give seconds, total or both")
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    host = parts.hostname or "127.0.0.1"
+    connect = _connector(parts.scheme, host, parts.port, ca_file)
     issued = itertools.count()
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
@@ -98,21 +127,21 @@ def run_python(
     crashes: list[Exception] = []
 
     def worker(index: int) -> None:
-        conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
+        conn = connect()
         try:
             while time.perf_counter() < deadline:
                 if total is not None and next(issued) >= total:
                     return
                 sent = time.perf_counter()
                 try:
-                    conn.request("POST", parts.path, body=TOKEN_BODY, headers=HEADERS)
+                    conn.request("POST", parts.path, body=body, headers=dict(headers))
                     response = conn.getresponse()
                     response.read()
                     ok = response.status == 200
                 except (OSError, http.client.HTTPException):
                     ok = False
                     conn.close()
-                    conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
+                    conn = connect()
                 latencies[index].append((time.perf_counter() - sent) * 1000)
                 errors[index] += 0 if ok else 1
         except Exception as exc:  # a bug here must fail the run, not quietly thin out the load
@@ -140,3 +169,14 @@ def run_python(
         p99_ms=percentile(samples, 99),
         max_ms=max(samples, default=float("nan")),
     )
+
+
+def _connector(
+    scheme: str, host: str, port: int | None, ca_file: Path | None
+) -> Callable[[], http.client.HTTPConnection]:
+    """How each thread opens its connection; over TLS, all share one context (loading the trust
+    store once)."""
+    if scheme != "https":
+        return lambda: http.client.HTTPConnection(host, port or 80, timeout=REQUEST_TIMEOUT)
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    return lambda: http.client.HTTPSConnection(host, port or 443, timeout=REQUEST_TIMEOUT, context=context)

@@ -21,10 +21,12 @@ from benchmarks.results import (
     SECTION_PROFILE,
     SECTION_TARGETS,
     SECTION_THROUGHPUT,
+    SECTION_VALIDITY,
     Level,
     Results,
 )
 from benchmarks.stats import Latencies, median, percentile, ratio
+from benchmarks.validity import JUDGED_UP_TO, VALID_SHARE, State, ceiling_rps, percent
 
 PROFILE_LINES = 80
 TARGET_CONCURRENCY = 64
@@ -41,6 +43,11 @@ class Target:
     name: str
     measured: str
     met: bool
+    judged: bool = True  # False: this run cannot say (a fake-bound or smoke run); `measured` says why
+
+    @property
+    def result(self) -> str:
+        return "not judged" if not self.judged else "met" if self.met else "missed"
 
 
 def targets(results: Results) -> list[Target]:
@@ -50,8 +57,6 @@ def targets(results: Results) -> list[Target]:
 def _hosted_targets(results: Results) -> list[Target]:
     cold, memory = results.cold_start, results.memory
     serve_first, naive_first = cold.median_first_token("serve"), cold.median_first_token("naive")
-    serve, node = results.throughput.at(TARGET_CONCURRENCY)
-    c = TARGET_CONCURRENCY
     first_n, last_n = memory.checkpoints[0][0], memory.checkpoints[-1][0]
     return [
         Target(
@@ -59,18 +64,7 @@ def _hosted_targets(results: Results) -> list[Target]:
             f"{ratio(serve_first, naive_first):.2f}x ({serve_first:.0f} vs {naive_first:.0f} ms)",
             serve_first <= 1.1 * naive_first,
         ),
-        Target(
-            f"`serve` throughput at c={c} >= 0.5x the Node peer's",
-            f"{ratio(serve.load.rps, node.load.rps):.2f}x "
-            f"({serve.load.rps:.0f} vs {node.load.rps:.0f} requests/s)",
-            serve.load.rps >= 0.5 * node.load.rps,
-        ),
-        Target(
-            f"`serve` p99 <= 3x its p50 at c={c}",
-            f"{ratio(serve.load.p99_ms, serve.load.p50_ms):.2f}x "
-            f"({serve.load.p99_ms:.0f} / {serve.load.p50_ms:.0f} ms)",
-            serve.load.p99_ms <= 3 * serve.load.p50_ms,
-        ),
+        *_load_targets(results),
         Target(
             "importing function_app adds <= 0 ms over azure.functions + requests",
             f"{cold.added_import_ms:+.1f} ms",
@@ -80,6 +74,33 @@ def _hosted_targets(results: Results) -> list[Target]:
             f"VmRSS after {last_n:,} requests within 10 % of after {first_n:,}",
             f"{memory.growth * 100:+.1f} %",
             abs(memory.growth) <= 0.10,
+        ),
+    ]
+
+
+def _load_targets(results: Results) -> list[Target]:
+    """The targets at c=64, judged only in a valid run: in a fake-bound one both servers waited on
+    the fake, so neither their ratio nor `serve`'s latency spread is a result, and none is printed."""
+    c = TARGET_CONCURRENCY
+    serve, node = results.throughput.at(c)
+    verdict = results.validity
+    names = (f"`serve` throughput at c={c} >= 0.5x the Node peer's", f"`serve` p99 <= 3x its p50 at c={c}")
+    if verdict.fake_bound:
+        return [Target(name, "not judged: fake-bound run", met=False, judged=False) for name in names]
+    rps_ratio, spread = ratio(serve.load.rps, node.load.rps), ratio(serve.load.p99_ms, serve.load.p50_ms)
+    unjudged = "" if verdict.valid else f"; {verdict.label}"
+    return [
+        Target(
+            names[0],
+            f"{rps_ratio:.2f}x ({serve.load.rps:.0f} vs {node.load.rps:.0f} requests/s){unjudged}",
+            rps_ratio >= 0.5,
+            judged=verdict.valid,
+        ),
+        Target(
+            names[1],
+            f"{spread:.2f}x ({serve.load.p99_ms:.0f} / {serve.load.p50_ms:.0f} ms){unjudged}",
+            spread <= 3,
+            judged=verdict.valid,
         ),
     ]
 
@@ -102,7 +123,8 @@ def _ms(value: float) -> str:
 def _targets(results: Results) -> list[str]:
     lines = [SECTION_TARGETS, "", "| target | measured | result |", "| --- | ---: | --- |"]
     for target in targets(results):
-        lines.append(f"| {target.name} | {target.measured} | {'met' if target.met else '**missed**'} |")
+        shown = "**missed**" if target.result == "missed" else target.result
+        lines.append(f"| {target.name} | {target.measured} | {shown} |")
     return [*lines, ""]
 
 
@@ -153,19 +175,29 @@ def _overhead(results: Results) -> list[str]:
     ]
 
 
-def _level_row(name: str, level: Level) -> str:
+def _tool(name: str) -> str:
+    return "the Python load generator (`benchmarks/load.py`)" if name == "python" else name
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.0f} %"
+
+
+def _level_row(name: str, level: Level, delay_ms: float) -> str:
     load = level.load
     cells = [
         str(load.concurrency),
         name,
         f"{load.requests:,}",
         f"{load.rps:.0f}",
+        _percent(level.share(delay_ms)),
         _ms(load.p50_ms),
         _ms(load.p90_ms),
         _ms(load.p99_ms),
         _ms(load.max_ms),
         str(load.errors),
         _ms(level.cpu_ms_per_request),
+        f"{level.fake_cpu_ms_per_request:.3f}",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -204,33 +236,77 @@ def _who_wins(results: Results) -> list[str]:
     return lines
 
 
-def _throughput(results: Results) -> list[str]:
-    throughput, plan = results.throughput, results.plan
-    tool = throughput.serve[0].load.tool
-    serve, node = throughput.at(TARGET_CONCURRENCY)
+def _validity(results: Results) -> list[str]:
+    throughput, plan, verdict = results.throughput, results.plan, results.validity
+    fake, delay = throughput.fake, plan.delay_ms
+    example = ceiling_rps(TARGET_CONCURRENCY, delay)
     lines = [
-        SECTION_THROUGHPUT,
+        SECTION_VALIDITY,
         "",
-        f"`python -m tokens serve --workers {throughput.workers} --threads {throughput.threads}` (one "
-        "worker process per CPU, serve's default threads per process) and the Node peer "
-        "(`benchmarks/node_peer.js`: Node's built-in `http` server and `fetch` with kept-alive "
-        "connections, no validation, identity, rate limits or audit), each in its own process, both "
-        f"running for the whole measurement and taking turns at each level. Loaded by {tool} with "
-        f"kept-alive connections for {plan.load_seconds:g} s per level, after {plan.warmup_seconds:g} s "
-        "of warm-up each. Every error counts: failed connects, reads or writes, timeouts and any "
-        "answer but 200. CPU per request is the server's user and system CPU time (its worker "
-        "processes included, from `/proc/<pid>/stat`) during the level, divided by the requests "
-        "answered; the load generator and the fake share the same two CPUs.",
+        f"Every token request waits {delay:g} ms on the fake Direct Line, so c connections carry at most "
+        f"c / delay requests per second: the ceiling ({TARGET_CONCURRENCY} / {delay / 1000:g} s = "
+        f"{example:,.0f} requests/s). The Node peer, a minimal proxy, is the yardstick: a run in which "
+        f"it stays under {_percent(VALID_SHARE)} of the ceiling at any c <= {JUDGED_UP_TO} is "
+        "*fake-bound* (the fake, the load generator or other work on the machine set the pace, not "
+        "the servers): its numbers are shown as not results, no `serve` / Node peer ratio is "
+        "reported, and `python -m benchmarks` exits 1 (`benchmarks/validity.py`).",
         "",
-        "| concurrency | server | requests | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors "
-        "| CPU ms/request |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"The fake by itself, first: {_tool(fake.load.tool)} straight at its `tokens/generate` over "
+        f"HTTPS with the secret, at the run's highest concurrency, for {plan.load_seconds:g} s after "
+        f"{plan.warmup_seconds:g} s of warm-up. It is "
+        "`benchmarks/fake_directline.py`: one asyncio event loop in a process of its own, kept-alive "
+        "TLS, TCP_NODELAY, a listen backlog of 4096. Its CPU is taken from the same CPUs as the "
+        "servers', so it must be cheap as well as fast.",
+        "",
+        "| concurrency | ceiling requests/s | requests/s | share of the ceiling | p50 ms | p99 ms | errors "
+        "| fake CPU ms/request | fake CPU, share of one CPU |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        _fake_row(fake, delay),
+        "",
+        f"The Node peer at each level judged (c <= {JUDGED_UP_TO}):",
+        "",
+        "| concurrency | ceiling requests/s | Node peer requests/s | share of the ceiling "
+        f"| at least {_percent(VALID_SHARE)} |",
+        "| ---: | ---: | ---: | ---: | --- |",
     ]
-    for level in throughput.serve:
-        serve_level, node_level = throughput.at(level.load.concurrency)
-        lines += [_level_row("`serve`", serve_level), _level_row("Node peer", node_level)]
-    lines += [
-        "",
+    for level in throughput.node:
+        c, share = level.load.concurrency, level.share(delay)
+        if c <= JUDGED_UP_TO:
+            passed = "yes" if share >= VALID_SHARE else "**no**"
+            if verdict.state is State.NOT_JUDGED:
+                passed = "not judged"
+            cells = [str(c), f"{ceiling_rps(c, delay):,.0f}", f"{level.load.rps:,.0f}", percent(share)]
+            lines.append("| " + " | ".join([*cells, passed]) + " |")
+    return [*lines, "", f"**Verdict: {verdict.reason}.**", ""]
+
+
+def _fake_row(fake: Level, delay_ms: float) -> str:
+    load = fake.load
+    cells = [
+        str(load.concurrency),
+        f"{ceiling_rps(load.concurrency, delay_ms):,.0f}",
+        f"{load.rps:,.0f}",
+        percent(fake.share(delay_ms)),
+        _ms(load.p50_ms),
+        _ms(load.p99_ms),
+        str(load.errors),
+        f"{fake.cpu_ms_per_request:.3f}",
+        _percent(ratio(fake.server_cpu_seconds, load.seconds)),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _ratios(results: Results) -> list[str]:
+    """`serve` against the Node peer: only where the run can say it (never in a fake-bound run)."""
+    throughput = results.throughput
+    if results.validity.fake_bound:
+        return [
+            "No `serve` / Node peer ratios: this run is fake-bound (see the validity section), so the "
+            "numbers above measure the fake and the machine as much as the servers.",
+            "",
+        ]
+    serve, node = throughput.at(TARGET_CONCURRENCY)
+    return [
         "`serve` / Node peer at each level (above 1: `serve` more requests/s, or slower, or more CPU):",
         "",
         "| concurrency | requests/s | p50 | p99 | CPU per request |",
@@ -243,10 +319,50 @@ def _throughput(results: Results) -> list[str]:
         f"- CPU per request at c={TARGET_CONCURRENCY}: `serve` {_ms(serve.cpu_ms_per_request)} ms, "
         f"the Node peer {_ms(node.cpu_ms_per_request)} ms",
         "",
+    ]
+
+
+def _throughput(results: Results) -> list[str]:
+    throughput, plan = results.throughput, results.plan
+    tool = throughput.serve[0].load.tool
+    not_results = (
+        ["**Not results: this run is fake-bound** (see the validity section). The raw numbers:", ""]
+        if results.validity.fake_bound
+        else []
+    )
+    lines = [
+        SECTION_THROUGHPUT,
+        "",
+        f"`python -m tokens serve --workers {throughput.workers} --threads {throughput.threads}` (one "
+        "worker process per CPU, serve's default threads per process) and the Node peer "
+        "(`benchmarks/node_peer.js`: Node's built-in `http` server and `fetch` with kept-alive "
+        "connections, no validation, identity, rate limits or audit), each in its own process, both "
+        f"running for the whole measurement and taking turns at each level. Loaded by {_tool(tool)} with "
+        f"kept-alive connections for {plan.load_seconds:g} s per level, after {plan.warmup_seconds:g} s "
+        "of warm-up each. Every error counts: failed connects, reads or writes, timeouts and any "
+        "answer but 200. CPU per request is the server's user and system CPU time (its worker "
+        "processes included, from `/proc/<pid>/stat`) during the level, divided by the requests "
+        "answered; the load generator and the fake share the same two CPUs, and the fake's CPU per "
+        "request during the level is shown too. The share is of the c / delay ceiling.",
+        "",
+        *not_results,
+        "| concurrency | server | requests | requests/s | share of the ceiling | p50 ms | p90 ms | p99 ms "
+        "| max ms | errors | CPU ms/request | fake CPU ms/request |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for level in throughput.serve:
+        serve_level, node_level = throughput.at(level.load.concurrency)
+        lines += [
+            _level_row("`serve`", serve_level, plan.delay_ms),
+            _level_row("Node peer", node_level, plan.delay_ms),
+        ]
+    return [
+        *lines,
+        "",
+        *_ratios(results),
         "![latency percentiles and throughput against concurrency](latency.png)",
         "",
     ]
-    return lines
 
 
 def _cold(results: Results) -> list[str]:
@@ -370,8 +486,8 @@ def _header(results: Results) -> list[str]:
         f"Written by `{command}` ({MODES[plan.mode]}) on {machine.started}, in {machine.seconds:.0f} s: "
         f"Python {machine.python}, Node {machine.node}, {machine.cpus} CPUs, load average "
         f"{machine.load_before[0]:.2f} before and {machine.load_after[0]:.2f} after. Everything runs "
-        "on this one machine over loopback: the fake Direct Line (`tests/fakes.py`, its own process, "
-        "HTTPS with a self-signed RSA 2048 certificate made for the run, "
+        "on this one machine over loopback: the fake Direct Line (`benchmarks/fake_directline.py`, its "
+        "own process, HTTPS with a self-signed RSA 2048 certificate made for the run, "
         f"{plan.delay_ms:g} ms fixed delay, TCP_NODELAY), the servers and the load generator share its "
         "CPUs, so absolute numbers are noisy; compare the ratios within this run.",
         "",
@@ -386,11 +502,33 @@ def _header(results: Results) -> list[str]:
     ]
 
 
+def _banner(results: Results) -> list[str]:
+    """The verdict, at the top: a fake-bound run must not be read as a result."""
+    verdict, fake, delay = results.validity, results.throughput.fake, results.plan.delay_ms
+    why = verdict.why[0].upper() + verdict.why[1:]
+    alone = (
+        f"The fake Direct Line alone carried {percent(fake.share(delay))} of the ceiling at "
+        f"c={fake.load.concurrency}, for {fake.cpu_ms_per_request:.3f} ms of CPU per request."
+    )
+    if verdict.state is State.FAKE_BOUND:
+        return [
+            f"> **FAKE-BOUND RUN: THE THROUGHPUT NUMBERS BELOW ARE NOT RESULTS.** {why}. No `serve` / "
+            "Node peer ratio is reported, and `python -m benchmarks` exited 1. Alone, the fake used "
+            f"{fake.cpu_ms_per_request:.3f} ms of CPU per request.",
+            "",
+        ]
+    if verdict.state is State.VALID:
+        return [f"**Valid run.** {why}. {alone}", ""]
+    return [f"Validity {verdict.label}: {verdict.why}. {alone}", ""]
+
+
 def render(results: Results) -> str:
     return "\n".join(
         [
             *_header(results),
+            *_banner(results),
             *_targets(results),
+            *_validity(results),
             *_overhead(results),
             *_throughput(results),
             *_cold(results),
@@ -421,6 +559,16 @@ def plot(results: Results, path: Path) -> None:
             color=SERVER_COLORS[name],
             label=SERVERS[name],
         )
+    levels_c = [level.load.concurrency for level in throughput.serve]
+    ceilings = [ceiling_rps(c, results.plan.delay_ms) for c in levels_c]
+    rps_axes.plot(levels_c, ceilings, "--", color="grey", label="ceiling: c / delay")
+    rps_axes.plot(
+        levels_c,
+        [VALID_SHARE * ceiling for ceiling in ceilings],
+        ":",
+        color="grey",
+        label=f"{_percent(VALID_SHARE)} of it: the Node peer's bar",
+    )
     latency_axes.axhline(results.plan.delay_ms, color="grey", linestyle="--", label="fake Direct Line delay")
     latency_axes.set_yscale("log")
     latency_axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -431,11 +579,12 @@ def plot(results: Results, path: Path) -> None:
     rps_axes.set_ylabel("requests per second")
     rps_axes.set_title("throughput")
     for axes in (latency_axes, rps_axes):
-        _concurrency_axis(axes, [level.load.concurrency for level in throughput.serve])
+        _concurrency_axis(axes, levels_c)
     mode = "" if results.plan.mode == "full" else f" ({results.plan.mode} mode)"
+    bound = "\nFAKE-BOUND RUN: NOT RESULTS" if results.validity.fake_bound else ""
     figure.suptitle(
         f"serve --workers {throughput.workers} --threads {throughput.threads} and the Node peer{mode}, "
-        f"{results.machine.cpus} CPUs, loopback"
+        f"{results.machine.cpus} CPUs, loopback{bound}"
     )
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import TypeVar
@@ -9,9 +10,12 @@ from typing import TypeVar
 from benchmarks.coldstart import ColdStartResult
 from benchmarks.inprocess import OverheadResult
 from benchmarks.load import LoadResult
+from benchmarks.stats import ratio
+from benchmarks.validity import Verdict, judge, share_of_ceiling
 
 # RESULTS.md's headings, in order (tests/test_benchmarks.py spells them out too).
 SECTION_TARGETS = "## Targets"
+SECTION_VALIDITY = "## Validity: did the servers set the pace?"
 SECTION_OVERHEAD = "## 1. Proxy overhead, in process"
 SECTION_THROUGHPUT = "## 2. Throughput and latency: `serve` and the Node peer"
 SECTION_COLD = "## 3. Cold start"
@@ -70,14 +74,28 @@ class Plan:
 
 @dataclass(frozen=True)
 class Level:
-    """One server at one concurrency: what the load generator saw, and the CPU the server used."""
+    """One server at one concurrency: what the load generator saw, the CPU the server used, and the
+    CPU the fake Direct Line used meanwhile (taken from the same two CPUs)."""
 
     load: LoadResult
     server_cpu_seconds: float
+    fake_cpu_seconds: float = math.nan
 
     @property
     def cpu_ms_per_request(self) -> float:
-        return self.server_cpu_seconds * 1000 / self.load.requests if self.load.requests else float("nan")
+        return _per_request(self.server_cpu_seconds, self.load.requests)
+
+    @property
+    def fake_cpu_ms_per_request(self) -> float:
+        return _per_request(self.fake_cpu_seconds, self.load.requests)
+
+    def share(self, delay_ms: float) -> float:
+        """Requests/s as a share of the c / delay ceiling."""
+        return share_of_ceiling(self.load.rps, self.load.concurrency, delay_ms)
+
+
+def _per_request(cpu_seconds: float, requests: int) -> float:
+    return cpu_seconds * 1000 / requests if requests else math.nan
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,7 @@ class ThroughputResult:
     threads: int
     serve: tuple[Level, ...]
     node: tuple[Level, ...]
+    fake: Level  # the fake Direct Line alone, the load generator straight at it, highest concurrency
 
     def at(self, concurrency: int) -> tuple[Level, Level]:
         """(serve, Node peer) at this concurrency."""
@@ -109,7 +128,7 @@ class MemoryResult:
     def growth(self) -> float:
         """Relative change of VmRSS from the first checkpoint to the last."""
         first, last = self.checkpoints[0][1], self.checkpoints[-1][1]
-        return (last - first) / first
+        return ratio(last - first, first)
 
 
 @dataclass(frozen=True)
@@ -133,11 +152,17 @@ class Results:
     memory: MemoryResult
     profile_text: str
 
+    @property
+    def validity(self) -> Verdict:
+        node = [(level.load.concurrency, level.load.rps) for level in self.throughput.node]
+        fake = self.throughput.fake.load
+        return judge(self.plan.mode, self.plan.delay_ms, node, (fake.concurrency, fake.rps))
+
     def failures(self) -> list[str]:
-        """What makes this run no measurement: failed calls (fast calls skew every latency) and
-        audit lines lost."""
+        """What makes this run no measurement: failed calls (fast calls skew every latency), audit
+        lines lost, and a fake-bound throughput run (see benchmarks/validity.py)."""
         overhead = self.overhead
-        levels = (*self.throughput.serve, *self.throughput.node)
+        levels = (*self.throughput.serve, *self.throughput.node, self.throughput.fake)
         counts = {
             "in-process calls": sum(
                 calls.errors for calls in (overhead.app, overhead.naive, overhead.floor, overhead.raw)
@@ -151,4 +176,6 @@ class Results:
             failures.append(
                 f"{self.memory.audit_lines} audit lines for {self.memory.answered} requests answered"
             )
+        if self.validity.fake_bound:
+            failures.append(self.validity.reason)
         return failures

@@ -1,15 +1,20 @@
 """Run every benchmark and write RESULTS.md and latency.png: `python -m benchmarks [--quick | --smoke]`.
 
 1. proxy overhead: the app's token function in process, against the naive baseline and two floors;
-2. throughput and latency: `python -m tokens serve` and the Node peer side by side at several
-   concurrencies, with the CPU each uses per request;
+2. throughput and latency: the fake Direct Line alone, then `python -m tokens serve` and the Node
+   peer side by side at several concurrencies, each level as a share of the c / delay ceiling, with
+   the CPU each uses per request; a run whose Node peer stays under 85 % of the ceiling is
+   fake-bound, no result (benchmarks/validity.py);
 3. cold start: process start to first token for `serve`, the naive server and the Node peer, and
    the time to import `function_app` against `azure.functions` + `requests`;
 4. memory: VmRSS of `serve` over thousands of requests, and its audit lines counted.
 
-All against one fake Direct Line on loopback over HTTPS, started here and stopped at the end, like
-every other process this starts. `--quick` cuts every measurement short (about a minute); `--smoke`
-runs each with a handful of samples (a few seconds), to show that all of it still works.
+All against one fake Direct Line on loopback over HTTPS (benchmarks/fake_directline.py), started
+here and stopped at the end, like every other process this starts. `--quick` cuts every measurement
+short (about a minute); `--smoke` runs each with a handful of samples (a few seconds), to show that
+all of it still works, and judges nothing.
+
+Exits 1 when a call failed, an audit line is missing, or the run is fake-bound.
 """
 
 from __future__ import annotations
@@ -28,11 +33,11 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks.coldstart import ColdStartResult, loaded_app_sources, measure_cold_start
+from benchmarks.fake_directline import started_fake
 from benchmarks.hosted import measure_memory, measure_throughput
 from benchmarks.inprocess import ORIGIN, OverheadResult, measure_overhead, profile_app
 from benchmarks.results import Machine, MemoryResult, Plan, Results, ThroughputResult
 from tests.certs import CertFiles, make_certificate
-from tests.fakes import running_fake
 from tests.served import child_environment
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
@@ -65,7 +70,8 @@ def measure(plan: Plan, work: Path) -> Measured:
     """Every measurement against one fake Direct Line, and the profile's call tree."""
     secret = "bench-" + secrets.token_urlsafe(24)
     certs = make_certificate(work)
-    with running_fake(certs, secret, plan.delay_ms) as endpoint:
+    with started_fake(certs, secret, plan.delay_ms) as fake:
+        endpoint = fake.endpoint
         settings = app_settings(endpoint, secret, certs)
         os.environ.update(settings)  # for the in-process app, before it reads its settings
         say("1. proxy overhead, in process")
@@ -79,8 +85,8 @@ def measure(plan: Plan, work: Path) -> Measured:
         )
         sources = loaded_app_sources()
         profile_text = profile_app(plan.profile_samples, plan.overhead_warmup, work)
-        say("2. throughput: serve and the Node peer")
-        throughput = measure_throughput(settings, plan, work)
+        say("2. throughput: the fake alone, then serve and the Node peer")
+        throughput = measure_throughput(settings, plan, work, fake)
         say("4. memory of serve")
         memory = measure_memory(settings, plan, work)
         say("3. cold start")
@@ -143,8 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = "quick" if args.quick else "smoke" if args.smoke else "full"
     results = run(Plan.make(mode, delay_ms=args.delay_ms, serve_threads=SERVE_THREADS), args.output)
     say(f"wrote {args.output / 'RESULTS.md'} and {args.output / 'latency.png'}")
+    say(f"throughput run {results.validity.reason}")
     for target in report.targets(results):
-        say(f"{'met   ' if target.met else 'MISSED'} {target.name}: {target.measured}")
+        say(f"{target.result.upper():10} {target.name}: {target.measured}")
     failures = results.failures()
     for failure in failures:
         say(f"FAILED: {failure}; these numbers are not a measurement")

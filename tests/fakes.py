@@ -19,36 +19,28 @@ The variants users meet, as attributes a test sets, each modelled on Direct Line
 - `token_ttl`: the tokens' `expires_in`: 1800 in Direct Line's documented examples, 3600 for
   Copilot Studio agents.
 
-The benchmarks run it as a process of its own, over TLS, so that its work never competes with the
-measured app for a GIL: `python -m tests.fakes --tls-dir DIR --delay-ms 20` (see `running_fake`).
+The benchmarks use a cheaper fake of their own, in a process of its own (`running_fake` below,
+benchmarks/fake_directline.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import itertools
 import json
-import os
-import signal
 import socket
 import ssl
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from tests.certs import CertFiles
-from tests.served import ROOT, stop_process
 
 SECRET = "fake-directline-secret-7Qm2xZ9vRb"
 # Direct Line's own words, as its users reported them (see the module docstring).
@@ -360,64 +352,17 @@ _held_sockets: list[socket.socket] = []
 
 # -- as a process of its own (the benchmarks) ----------------------------------------------------
 
-READY_PREFIX = "FAKE_DIRECT_LINE_PORT "
-START_TIMEOUT = 20.0
-
 
 @contextlib.contextmanager
 def running_fake(certs: CertFiles, secret: str, delay_ms: float) -> Iterator[str]:
-    """The fake over TLS as a child process, answering after `delay_ms`, recording nothing; yields
-    its Direct Line base URL."""
-    command = [sys.executable, "-m", "tests.fakes", "--tls-dir", str(certs.cert.parent), "--delay-ms", str(delay_ms)]
-    env = {**os.environ, "FAKE_DIRECT_LINE_SECRET": secret}
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        yield f"https://127.0.0.1:{_read_port(process)}/v3/directline"
-    finally:
-        stop_process(process)
+    """The benchmarks' fake Direct Line over TLS in a process of its own, answering `tokens/generate`
+    after `delay_ms`; yields its base URL. It is benchmarks/fake_directline.py, one asyncio loop far
+    cheaper than this module's thread per connection (why, in its docstring); `started_fake` there
+    also gives its process id, for its CPU time."""
+    from benchmarks.fake_directline import started_fake
 
-
-def _read_port(process: subprocess.Popen[str]) -> int:
-    assert process.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        if line.startswith(READY_PREFIX):
-            return int(line[len(READY_PREFIX) :])
-    raise RuntimeError("the fake Direct Line did not start")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes", description=__doc__)
-    parser.add_argument("--tls-dir", type=Path, required=True, help="where make_certificate wrote its files")
-    parser.add_argument("--delay-ms", type=float, default=20.0)
-    args = parser.parse_args(argv)
-    secret = os.environ.get("FAKE_DIRECT_LINE_SECRET", "")
-    if not secret:
-        parser.error("set FAKE_DIRECT_LINE_SECRET")
-    certs = CertFiles.in_directory(args.tls_dir)
-    fake = FakeDirectLine(secret, tls=certs, delay=args.delay_ms / 1000, record=False, token_padding=600)
-    stopped = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    print(f"{READY_PREFIX}{fake.port}", flush=True)
-    try:
-        while not stopped.wait(0.5):
-            pass
-    finally:
-        fake.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    with started_fake(certs, secret, delay_ms) as fake:
+        yield fake.endpoint
 
 
 # -- a fake Azure AI Speech token service (issueToken) ---------------------------------------------
