@@ -98,8 +98,14 @@ def ask_for_token(port: int) -> bool:
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time used so far by a process, all its threads and its child processes
     (the worker processes of a multi-worker `serve`)."""
-    ticks = sum(_cpu_ticks(process) for process in (pid, *_children(pid)))
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_times(pid))
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """`cpu_seconds` in its two parts: (in the process itself, in the kernel on its behalf)."""
+    ticks = [_cpu_ticks(process) for process in (pid, *_children(pid))]
+    per_second = os.sysconf("SC_CLK_TCK")
+    return sum(user for user, _ in ticks) / per_second, sum(system for _, system in ticks) / per_second
 
 
 def _children(pid: int) -> list[int]:
@@ -110,8 +116,8 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def _cpu_ticks(pid: int) -> int:
+def _cpu_ticks(pid: int) -> tuple[int, int]:
     # utime and stime are fields 14 and 15 of /proc/<pid>/stat (proc(5)); the command name, field
     # 2, is in parentheses and may hold spaces, so count from the closing one.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
