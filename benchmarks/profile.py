@@ -12,7 +12,7 @@ part of its own (json, re, urllib.parse...) counts for the nearest caller that h
 
     python -m benchmarks.profile [--seconds 20] [--concurrency 64] [--workers 2] [--threads 16]
 
-py-spy and wrk must be installed (`pip install py-spy`; Debian's wrk); this is a tool for a person
+py-spy (from requirements-dev.txt) and wrk (Debian's) must be installed; this is a tool for a person
 looking at performance, not part of `python -m benchmarks`.
 """
 
