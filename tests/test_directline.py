@@ -7,13 +7,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from tests.certs import make_certificate
 from tests.conftest import AuditLog, ServiceFactory, payload, token_request
-from tests.fakes import SECRET, Behaviour, FakeClock, FakeDirectLine, refused_url
+from tests.fakes import SECRET, Behaviour, FakeClock, FakeDirectLine, LoopbackServer, refused_url
 from tokens import trust
 from tokens.breaker import Breaker
 from tokens.directline import DirectLineClient, new_session
@@ -216,6 +217,36 @@ def test_tls_to_direct_line_is_verified_against_the_settings_bundle_once_per_pro
         upstream.close()
 
 
+def test_a_proxy_from_the_environment_carries_the_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP(S)_PROXY, read once when the session is made, as requests reads it: every call goes through it."""
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # an HTTP proxy gets the whole URL in the request line
+            seen.append(self.requestline)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    proxy = LoopbackServer(Proxy)
+    endpoint = "http://directline.invalid/v3/directline"  # reachable only through the proxy
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        client = DirectLineClient(endpoint, SECRET, 2.0, session=new_session(endpoint))
+        with pytest.raises(UpstreamUnavailable):
+            client.generate({"id": "dl_a"}, [])
+    finally:
+        proxy.close()
+    assert seen and seen[0] == f"POST {endpoint}/tokens/generate HTTP/1.1"
+
+
 # -- the circuit breaker ---------------------------------------------------------------------------
 
 
@@ -357,12 +388,13 @@ def test_an_exception_nobody_foresaw_is_503_and_the_breaker_recovers_after_it(
     taken for good: every later call 503 until restart."""
     clock = FakeClock()
     client = DirectLineClient(fake.base_url, SECRET, 2.0, breaker=Breaker(clock=clock), clock=clock)
-    real_send = client.session.send
+    adapter = client.session.get_adapter(fake.base_url)  # requests' transport, which the client calls
+    real_send = adapter.send
 
     def broken_send(*args: object, **kwargs: object) -> object:
         raise OSError("Could not find a suitable TLS CA certificate bundle")
 
-    monkeypatch.setattr(client.session, "send", broken_send)
+    monkeypatch.setattr(adapter, "send", broken_send)
     for _ in range(5):
         with pytest.raises(UpstreamUnavailable):
             client.generate({"id": "dl_a"}, [])
@@ -370,7 +402,7 @@ def test_an_exception_nobody_foresaw_is_503_and_the_breaker_recovers_after_it(
     clock.advance(10)
     with pytest.raises(UpstreamUnavailable):  # the probe meets the same failure
         client.generate({"id": "dl_a"}, [])
-    monkeypatch.setattr(client.session, "send", real_send)
+    monkeypatch.setattr(adapter, "send", real_send)
     clock.advance(20)
     assert client.generate({"id": "dl_a"}, []).answer["token"]  # the next probe closes it
     assert client.breaker.available

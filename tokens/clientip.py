@@ -33,8 +33,7 @@ class Client(NamedTuple):
             return UNKNOWN
         if mode == "full":
             return str(self.ip)
-        prefix = 24 if self.ip.version == 4 else 48
-        return str(ipaddress.ip_network(f"{self.ip}/{prefix}", strict=False).network_address)
+        return str(_masked(self.ip, 24 if self.ip.version == 4 else 48))
 
 
 def _parse(entry: str) -> IPAddress | None:
@@ -116,4 +115,11 @@ def _network(ip: IPAddress | None, ipv6_prefix: int) -> str:
         return UNKNOWN
     if ip.version == 4:
         return str(ip)
-    return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
+    return f"{_masked(ip, ipv6_prefix)}/{ipv6_prefix}"
+
+
+def _masked(ip: IPAddress, prefix: int) -> IPAddress:
+    """The first address of `ip`'s network of `prefix` bits (what ip_network(...).network_address
+    gives, by arithmetic rather than by formatting and parsing a network: once per request)."""
+    host_bits = ip.max_prefixlen - prefix
+    return type(ip)(int(ip) >> host_bits << host_bits)
