@@ -229,3 +229,21 @@ def test_closed_connections_give_their_place_back(upstream: FakeDirectLine, tmp_
     with served(base_env(upstream.base_url), tmp_path, args=["--per-address", "3"]) as app:
         statuses = [requests.post(app.base_url + TOKEN_PATH, json={}, timeout=5).status_code for _ in range(20)]
     assert statuses == [200] * 20
+
+
+def test_when_every_thread_is_busy_the_log_says_so_once_a_minute_not_once_a_request(
+    upstream: FakeDirectLine, tmp_path: Path
+) -> None:
+    upstream.fail_where(lambda recorded: Behaviour("hang", seconds=0.5))
+    env = base_env(upstream.base_url, UPSTREAM_TIMEOUT="5")
+    with served(env, tmp_path, args=["--threads", "1"]) as app:
+
+        def ask(_: int) -> int:
+            return requests.post(app.base_url + TOKEN_PATH, json={}, timeout=20).status_code
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(ask, range(6)))
+        time.sleep(0.5)
+        log = app.log_text()
+    assert log.count("All 1 threads are busy") == 1
+    assert "Task queue depth" not in log

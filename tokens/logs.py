@@ -175,6 +175,10 @@ def configure(stream: IO[str] | None = None) -> Callable[[], bool]:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # waitress logs every queue warning at WARNING; keep its INFO chatter out of the audit stream.
     logging.getLogger("waitress").setLevel(logging.WARNING)
+    # ...except "Task queue depth is N", which it logs for every request that finds all threads
+    # busy: at full load a line per request, a tenth of the server's CPU. The server says it once a
+    # minute instead (tokens/server.py).
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     listener.start()
 
     def finish() -> bool:

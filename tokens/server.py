@@ -45,6 +45,7 @@ from tokens.connections import (
 )
 from tokens.errors import InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceError
 from tokens.http import Request, Response, error_response
+from tokens.notices import Notice
 from tokens.settings import Settings
 
 if TYPE_CHECKING:
@@ -313,11 +314,25 @@ def _serve(sockets: list[socket.socket], plan: Plan) -> bool:
                 now = time.time()
                 if now >= next_sweep:
                     close_overdue(socket_map, now)
+                    _say_if_busy(server.task_dispatcher, plan.threads)
                     next_sweep = now + OVERDUE_SWEEP_SECONDS
             _drain(server, grace(plan.settings))
     finally:
         written = finish()
     return written
+
+
+_all_busy = Notice(log, logging.WARNING)
+
+
+def _say_if_busy(dispatcher: Any, threads: int) -> None:
+    waiting = len(dispatcher.queue)  # a deque: its length is read safely without the lock
+    if waiting:
+        _all_busy.write(
+            "All %d threads are busy and %d requests wait for one: consider more --threads or --workers",
+            threads,
+            waiting,
+        )
 
 
 def _turn(server: Any, seconds: float = LOOP_SECONDS) -> None:
