@@ -26,6 +26,7 @@ invocation, which bound what the numbers for the real app can mean.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import secrets
@@ -33,7 +34,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -175,7 +175,9 @@ def skipped_result(why: str) -> FlexResult:
 
 
 def measure_flex(plan: FlexPlan, work: Path, app_settings: AppSettings) -> FlexResult:
-    """Every level of the plan, one fresh worker per delay and thread count, then the no-op app."""
+    """Every level of the plan, then the no-op app. For each delay, one worker per thread count, all
+    started at once (an idle one costs nothing) and taking turns at each N, so that whatever else the
+    machine does falls on every thread count alike."""
     if not RUNTIME_PYTHON.exists():
         return skipped_result(f"{SKIPPED} (`bash .ci/python-venv 3.13 requirements-runtime.txt` makes it)")
     work = work / "flex"
@@ -186,11 +188,15 @@ def measure_flex(plan: FlexPlan, work: Path, app_settings: AppSettings) -> FlexR
     for delay_ms in plan.delays_ms:
         with running_fake(certs, secret, delay_ms) as endpoint:
             settings = app_settings(endpoint, secret, certs)
-            for threads in plan.threads:
-                setup = _Setup("token", delay_ms, threads)
-                with _worker(ROOT, settings, setup, work) as host:
-                    _run(host, min(plan.concurrency[-1], 8), plan.warmup_seconds)  # pools, imports, threads
-                    levels += [_level(host, setup, concurrency, plan) for concurrency in plan.concurrency]
+            with contextlib.ExitStack() as stack:
+                setups = [_Setup("token", delay_ms, threads) for threads in plan.threads]
+                hosts = [stack.enter_context(_worker(ROOT, settings, setup, work)) for setup in setups]
+                for host in hosts:  # pools, imports, the pool's threads
+                    _run(host, min(plan.concurrency[-1], 8), plan.warmup_seconds)
+                workers = list(zip(setups, hosts, strict=True))
+                measured = [_level(host, setup, n, plan) for n in plan.concurrency for setup, host in workers]
+            # In the plan's order: by thread count, then N.
+            levels += sorted(measured, key=lambda level: plan.threads.index(level.threads))
     ceiling = _ceiling(plan, work)
     cpus = os.cpu_count() or 0
     return FlexResult(None, cpus, default_threads(), runtime_versions(), tuple(levels), ceiling)
@@ -220,7 +226,7 @@ class _Setup:
     threads: int | None
 
 
-@contextmanager
+@contextlib.contextmanager
 def _worker(app_dir: Path, settings: Mapping[str, str], setup: _Setup, work: Path) -> Iterator[FunctionsHost]:
     env = dict(settings)
     if setup.threads is not None:
@@ -307,7 +313,8 @@ def render(result: FlexResult, plan: FlexPlan) -> list[str]:
         "the pool's queue. Worker CPU is the worker process's user and system time "
         "(`/proc/<pid>/stat`) during the level, per invocation; 'busy' is that CPU time over the wall "
         "time (1.00 = one CPU, all a GIL-bound worker can use). Host CPU is this process's: the host's "
-        "side of the harness and the N callers. Each level runs for at least "
+        "side of the harness and the N callers. One worker per thread count runs for the whole of "
+        "each delay, and they take turns at each N. Each level runs for at least "
         f"{plan.level_seconds:g} s and {plan.min_invocations} invocations, after {plan.warmup_seconds:g} s "
         f"of warm-up per worker; {result.cpus} CPUs are shared by the worker, the fake and the callers.",
         "",
