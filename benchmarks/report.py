@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from benchmarks import flex
 from benchmarks.results import (
     SECTION_COLD,
     SECTION_MEMORY,
@@ -533,6 +534,7 @@ def render(results: Results) -> str:
             *_throughput(results),
             *_cold(results),
             *_memory(results),
+            *flex.render(results.flex, results.plan.flex),
             *_profile(results),
         ]
     )

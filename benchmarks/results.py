@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from benchmarks.coldstart import ColdStartResult
+from benchmarks.flex import FlexPlan, FlexResult
 from benchmarks.inprocess import OverheadResult
 from benchmarks.load import LoadResult
 from benchmarks.stats import ratio
@@ -44,6 +45,7 @@ class Plan:
     cold_runs: int
     cold_untimed_runs: int
     import_profile_runs: int
+    flex: FlexPlan
 
     @classmethod
     def make(cls, mode: str, *, delay_ms: float, serve_threads: int) -> Plan:
@@ -69,6 +71,7 @@ class Plan:
             # The untimed run writes the .pyc files; a smoke run only shows that the code runs.
             cold_untimed_runs=by_mode(1, 1, 0),
             import_profile_runs=by_mode(5, 1, 1),
+            flex=FlexPlan.make(mode),
         )
 
 
@@ -151,6 +154,7 @@ class Results:
     cold_start: ColdStartResult
     memory: MemoryResult
     profile_text: str
+    flex: FlexResult
 
     @property
     def validity(self) -> Verdict:
@@ -172,6 +176,7 @@ class Results:
             "memory requests": self.memory.errors,
         }
         failures = [f"{count} {what} failed" for what, count in counts.items() if count]
+        failures += self.flex.failures()
         if self.memory.audit_lines != self.memory.answered:
             failures.append(
                 f"{self.memory.audit_lines} audit lines for {self.memory.answered} requests answered"

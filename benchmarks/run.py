@@ -7,7 +7,9 @@
    fake-bound, no result (benchmarks/validity.py);
 3. cold start: process start to first token for `serve`, the naive server and the Node peer, and
    the time to import `function_app` against `azure.functions` + `requests`;
-4. memory: VmRSS of `serve` over thousands of requests, and its audit lines counted.
+4. memory: VmRSS of `serve` over thousands of requests, and its audit lines counted;
+5. concurrency per instance: the app in Microsoft's Python worker (`azure-functions-runtime`) at N
+   concurrent invocations, against the fake at 20 and 200 ms (`benchmarks/flex.py`).
 
 All against one fake Direct Line on loopback over HTTPS (benchmarks/fake_directline.py), started
 here and stopped at the end, like every other process this starts. `--quick` cuts every measurement
@@ -34,6 +36,7 @@ from pathlib import Path
 from benchmarks import report
 from benchmarks.coldstart import ColdStartResult, loaded_app_sources, measure_cold_start
 from benchmarks.fake_directline import started_fake
+from benchmarks.flex import measure_flex
 from benchmarks.hosted import measure_memory, measure_throughput
 from benchmarks.inprocess import ORIGIN, OverheadResult, measure_overhead, profile_app
 from benchmarks.results import Machine, MemoryResult, Plan, Results, ThroughputResult
@@ -115,6 +118,8 @@ def run(plan: Plan, output: Path) -> Results:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryDirectory(prefix="benchmarks-") as temp:
         measured = measure(plan, Path(temp))
+        say("5. concurrency per instance through Microsoft's worker")
+        flex = measure_flex(plan.flex, Path(temp), app_settings)
     machine = Machine(
         python=platform.python_version(),
         node=node_version(),
@@ -124,7 +129,7 @@ def run(plan: Plan, output: Path) -> Results:
         started=started_at.strftime("%Y-%m-%d %H:%M UTC"),
         seconds=time.monotonic() - started,
     )
-    results = Results(plan, machine, *measured)
+    results = Results(plan, machine, *measured, flex=flex)
     output.mkdir(parents=True, exist_ok=True)
     report.plot(results, output / "latency.png")
     (output / "RESULTS.md").write_text(report.render(results), encoding="utf-8")

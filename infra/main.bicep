@@ -63,6 +63,15 @@ param maximumInstanceCount int = 40
 @description('Memory of each instance in MB. The service is I/O bound; 2048 is the platform default.')
 param instanceMemoryMB int = 2048
 
+// Flex Consumption's default for a Python app is 1 ("For Python apps, the default HTTP trigger concurrency
+// for all instances sizes is 1", https://learn.microsoft.com/azure/azure-functions/functions-concurrency#http-trigger-concurrency).
+// At most the worker's threads (PYTHON_THREADPOOL_THREAD_COUNT, modules/functionapp.bicep): more would
+// only queue inside the worker. The curve behind 32: benchmarks/RESULTS.md section 5, docs/deploy.md.
+@minValue(1)
+@maxValue(32)
+@description('HTTP invocations one instance takes at once before Flex Consumption adds another (perInstanceConcurrency), 1 to 32. 32 suits a 2048 or 4096 MB instance; use 8 on 512 MB (a quarter of a CPU). Lower means more instances, more cold starts and more billed instance time for the same traffic.')
+param httpPerInstanceConcurrency int = 32
+
 @allowed([
   '3.11'
   '3.12'
@@ -419,6 +428,7 @@ module api 'modules/functionapp.bicep' = {
     alwaysReadyInstances: alwaysReadyInstances
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
     pythonVersion: pythonVersion
   }
   // The app resolves its Key Vault references and reaches its storage as soon as it starts: let the

@@ -2,8 +2,9 @@
 
 `python -m benchmarks --smoke` measures everything once, briefly, and writes RESULTS.md with every
 section and the latency plot. The validity rule (benchmarks/validity.py) and what the report makes of
-it are checked on made-up numbers; the benchmark's own fake Direct Line over real HTTPS. How fast
-anything is, is not checked here."""
+it are checked on made-up numbers; the benchmark's own fake Direct Line over real HTTPS; the smoke plan
+of the concurrency curve through Microsoft's worker gives sane numbers. How fast anything is, is not
+checked here."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import requests
 from benchmarks import report
 from benchmarks.coldstart import ColdStartResult
 from benchmarks.fake_directline import started_fake
+from benchmarks.flex import FlexLevel, FlexPlan, FlexResult, measure_flex, render
 from benchmarks.inprocess import OverheadResult
 from benchmarks.load import LoadResult
 from benchmarks.results import Level, Machine, MemoryResult, Plan, Results, ThroughputResult
@@ -27,6 +29,7 @@ from benchmarks.stats import Latencies, ratio
 from benchmarks.validity import State, judge
 from tests.certs import make_certificate
 from tests.conftest import ROOT
+from tests.functions_host.host import RUNTIME_PYTHON
 from tests.prerequisites import missing_prerequisite
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -37,6 +40,7 @@ SECTIONS = (
     "## 2. Throughput and latency: `serve` and the Node peer",
     "## 3. Cold start",
     "## 4. Memory",
+    "## 5. Concurrency per instance through Microsoft's worker",
     "## Profile of the app's token function",
 )
 DELAY_MS = 20.0
@@ -79,7 +83,8 @@ def made_up_run(
     )
     memory = MemoryResult(8, ((100, 40_000), (1_000, 40_100)), errors=0, audit_lines=1_000)
     machine = Machine("3.11.7", "v20.20.2", 2, (0.1, 0.1, 0.1), (1.0, 1.0, 1.0), "2026-12-06 05:00 UTC", 240.0)
-    return Results(plan, machine, overhead, throughput, cold, memory, "profile")
+    flex = FlexResult(skipped="made up", cpus=2, default_threads=6)
+    return Results(plan, machine, overhead, throughput, cold, memory, "profile", flex)
 
 
 # The run the issue describes: the Node peer at 47 % of the ceiling at c=64 (1,501 of 3,200).
@@ -151,6 +156,7 @@ def test_a_smoke_run_is_not_judged_and_renders_zeros_without_dividing_by_zero() 
         results.cold_start,
         results.memory,
         "",
+        results.flex,
     )
 
     assert results.validity.label == "not judged (smoke)"
@@ -214,3 +220,61 @@ def test_smoke_run_writes_every_section_and_the_plot(tmp_path: Path) -> None:
     assert "not judged (smoke)" in results and "not judged (smoke)" in done.stderr
     assert (tmp_path / "latency.png").read_bytes().startswith(PNG_MAGIC)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["RESULTS.md", "latency.png"]
+
+
+# -- concurrency per instance through Microsoft's worker (benchmarks/flex.py) ------------------------
+
+
+@pytest.fixture(scope="module")
+def flex_smoke(tmp_path_factory: pytest.TempPathFactory) -> FlexResult:
+    """The smoke plan of measurement 5, run once: a couple of concurrency levels, a few invocations."""
+    from benchmarks.run import app_settings
+
+    if not RUNTIME_PYTHON.exists():
+        missing_prerequisite(f"{RUNTIME_PYTHON} is missing: `bash .ci/python-venv 3.13 requirements-runtime.txt`")
+    return measure_flex(FlexPlan.make("smoke"), tmp_path_factory.mktemp("flex"), app_settings)
+
+
+def test_flex_smoke_measures_every_level_of_its_plan_without_a_failed_invocation(flex_smoke: FlexResult) -> None:
+    plan = FlexPlan.make("smoke")
+    measured = [(level.delay_ms, level.threads, level.concurrency) for level in flex_smoke.levels]
+    assert measured == [(d, t, n) for d in plan.delays_ms for t in plan.threads for n in plan.concurrency]
+    assert all(level.invocations >= level.concurrency for level in flex_smoke.levels), measured
+    assert flex_smoke.failures() == []
+
+
+def test_flex_smoke_latencies_include_the_fakes_delay_and_rates_are_finite(flex_smoke: FlexResult) -> None:
+    for level in flex_smoke.levels:
+        assert level.delay_ms <= level.p50_ms <= level.p99_ms < 10_000, level
+        assert 0 < level.per_second <= level.ideal_per_second, level
+
+
+def test_flex_smoke_measures_the_workers_cpu_per_invocation(flex_smoke: FlexResult) -> None:
+    for level in (*flex_smoke.levels, *flex_smoke.ceiling):
+        assert 0 < level.worker_cpu_ms < 1000, level
+        assert 0 < level.host_cpu_ms < 1000, level
+
+
+def test_flex_smoke_measures_the_harness_alone_with_a_no_op_app(flex_smoke: FlexResult) -> None:
+    assert [level.app for level in flex_smoke.ceiling] == ["no-op", "no-op"]
+    assert all(level.invocations > 0 and level.errors == 0 for level in flex_smoke.ceiling)
+
+
+def test_flex_section_says_skipped_when_the_runtime_venv_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import benchmarks.flex
+
+    monkeypatch.setattr(benchmarks.flex, "RUNTIME_PYTHON", tmp_path / "no-such-python")
+    plan = FlexPlan.make("smoke")
+    result = measure_flex(plan, tmp_path, lambda endpoint, secret, certs: {})
+    section = "\n".join(render(result, plan))
+    assert "skipped: no .venv-py313" in section
+    assert result.failures() == []
+
+
+def test_a_flex_level_that_measured_nothing_renders_nan_instead_of_dividing_by_zero() -> None:
+    empty = FlexLevel("token", 20.0, 32, 4, (), 0, 0.0, 0.0, 0.0)
+    result = FlexResult(None, 2, 6, "Python 3.13", (empty,), (empty,))
+    section = "\n".join(render(result, FlexPlan.make("smoke")))
+    assert "| 4 | 0 | nan |" in section

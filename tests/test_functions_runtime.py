@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -327,6 +328,23 @@ def test_resume_leaves_one_audit_record_with_the_hosts_invocation_id(
     (record,) = audit_records(host, resumed.invocation)
     assert (record["event"], record["outcome"], record["status"]) == ("directline.resume", "issued", 200)
     assert (record["userId"], record["conversationId"]) == (issued["userId"], issued["conversationId"])
+
+
+# -- many invocations at once, as under load ------------------------------------------------------------
+
+
+def test_invocations_sent_from_many_threads_each_get_their_own_answer_and_audit_record(host: FunctionsHost) -> None:
+    """The harness routes each answer to the caller of its request id, whatever order the worker
+    answers in (benchmarks/flex.py keeps up to 64 invocations in flight)."""
+    with ThreadPoolExecutor(max_workers=8) as callers:
+        answers = list(
+            callers.map(lambda _: host.invoke_http("directline_token", "POST", TOKEN_HEADERS, TOKEN_BODY), range(16))
+        )
+    assert [answer.status for answer in answers] == [200] * 16
+    conversations = [answer.json()["conversationId"] for answer in answers]
+    assert len(set(conversations)) == 16
+    records = [audit_records(host, answer.invocation) for answer in answers]
+    assert [[record["conversationId"] for record in found] for found in records] == [[c] for c in conversations]
 
 
 # -- the other HTTP functions -------------------------------------------------------------------------

@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
+from benchmarks.flex import DEPLOYED_THREADS
 from tests.conftest import ROOT
 from tests.prerequisites import missing_prerequisite
 from tokens.redisauth import uses_entra_id
-from tokens.settings import SETTINGS, Settings
+from tokens.settings import DEFAULT_CONCURRENCY, SETTINGS, Settings
 
 INFRA = ROOT / "infra"
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -55,6 +56,10 @@ SPEC_SETTINGS = set(SETTINGS)
 # earlier versions of the page said 40): the template cites this page next to the parameter.
 FLEX_SCALE_DOCS = "https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations"
 FLEX_MAXIMUM_INSTANCES = (1, 1000)
+# Where Microsoft states Flex Consumption's default HTTP concurrency (1 for Python), which the template
+# replaces with the value chosen from the curve in benchmarks/RESULTS.md, section 5 (docs/deploy.md).
+HTTP_CONCURRENCY_DOCS = "https://learn.microsoft.com/azure/azure-functions/functions-concurrency#http-trigger-concurrency"
+CHOSEN_HTTP_CONCURRENCY = 32
 # Deliberately never set by the template (docs/deploy.md says why).
 LEFT_UNSET = {"WARMUP_URL", "SPEECH_ENDPOINT"}
 SECRET_PARAMETERS = {"directLineSecret", "directLineSecretSecondary", "userHandleKey", "authJwtSecret", "speechKey"}
@@ -396,6 +401,39 @@ def test_the_maximum_instance_count_is_bounded_as_flex_consumption_accepts_citin
     assert mapping["maximumInstanceCount"]["value"] == f"${{AZURE_MAXIMUM_INSTANCE_COUNT={maximum['default']}}}"
     assert FLEX_SCALE_DOCS in (INFRA / "main.bicep").read_text(encoding="utf-8")
     assert FLEX_SCALE_DOCS in (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+
+
+def test_http_concurrency_per_instance_is_a_parameter_set_on_the_http_trigger_group(parsed: dict[str, Any]) -> None:
+    scale = _resource(_bicep(parsed, "modules/functionapp.bicep"), "site")["properties"]["functionAppConfig"][
+        "scaleAndConcurrency"
+    ]
+    assert scale["triggers"] == {"http": {"perInstanceConcurrency": "httpPerInstanceConcurrency"}}
+    params = _bicep(parsed, "main.bicep")["modules"]["api"]["config"]["params"]
+    assert params["httpPerInstanceConcurrency"] == "httpPerInstanceConcurrency"
+
+
+def test_http_concurrency_defaults_to_the_measured_choice_and_never_exceeds_the_workers_threads(
+    parsed: dict[str, Any],
+) -> None:
+    """Invocations beyond the worker's threads only wait in its queue, so the bound is the thread count."""
+    concurrency = _parameter(_bicep(parsed, "main.bicep"), "httpPerInstanceConcurrency")
+    threads = int(_platform_settings(parsed)["PYTHON_THREADPOOL_THREAD_COUNT"])
+    assert concurrency["default"] == CHOSEN_HTTP_CONCURRENCY
+    assert (_decorator(concurrency, "min_value"), _decorator(concurrency, "max_value")) == (1, threads)
+
+
+def test_the_workers_thread_count_is_what_the_benchmark_measured_and_the_direct_line_pool_keeps(
+    parsed: dict[str, Any],
+) -> None:
+    """PYTHON_THREADPOOL_THREAD_COUNT unset would be min(32, CPUs + 4) threads; the app's pool keeps
+    DEFAULT_CONCURRENCY connections, one for each thread that may call Direct Line at once."""
+    threads = _platform_settings(parsed)["PYTHON_THREADPOOL_THREAD_COUNT"]
+    assert threads == str(DEFAULT_CONCURRENCY) == str(DEPLOYED_THREADS)
+
+
+def test_the_template_and_the_deploy_docs_cite_microsofts_default_http_concurrency() -> None:
+    assert HTTP_CONCURRENCY_DOCS in (INFRA / "main.bicep").read_text(encoding="utf-8")
+    assert HTTP_CONCURRENCY_DOCS in (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
 
 
 # --- transport and publishing -----------------------------------------------------------------------------

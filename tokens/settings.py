@@ -35,8 +35,9 @@ ASYMMETRIC_ALGORITHMS = (
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 )
 MIN_KEY_BYTES = 32
-# How many requests one process answers at once, unless told (serve --threads): the Functions Python
-# worker's default thread pool on a small instance. Direct Line's connection pool keeps one each.
+# How many requests one process answers at once, unless told (serve --threads). In Azure it is the
+# Python worker's thread pool, which infra sets to this (PYTHON_THREADPOOL_THREAD_COUNT; unset it would
+# be min(32, CPUs + 4)). Direct Line's connection pool keeps one connection each.
 DEFAULT_CONCURRENCY = 32
 # ALLOWED_ORIGINS for a service that only servers call: every browser is refused, as when it is empty,
 # but on purpose, so neither `check` nor health's warnings ask for the pages' origins.

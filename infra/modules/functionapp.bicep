@@ -14,6 +14,7 @@ param appSettings object
 param alwaysReadyInstances int
 param maximumInstanceCount int
 param instanceMemoryMB int
+param httpPerInstanceConcurrency int
 param pythonVersion string
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -83,6 +84,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
             instanceCount: alwaysReadyInstances
           }
         ] : []
+        // Set, because Python's default is 1: every concurrent caller another instance (docs/deploy.md).
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
@@ -104,6 +111,10 @@ var platformSettings = {
   // The Azure SDKs' name for the user-assigned identity to sign in with: the app's Redis sign-in
   // (tokens/redisauth.py) takes the identity's tokens for this client id.
   AZURE_CLIENT_ID: identityClientId
+  // The Python worker runs sync functions on this many threads; unset it would be min(32, CPUs + 4),
+  // about 5 on one CPU, far below perInstanceConcurrency. The app's Direct Line pool keeps as many
+  // connections (tokens/settings.py DEFAULT_CONCURRENCY; tests/test_infra.py holds them equal).
+  PYTHON_THREADPOOL_THREAD_COUNT: '32'
 }
 
 // checkov reads this appsettings resource as if it were the site's web configuration; the checks

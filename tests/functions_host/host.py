@@ -23,7 +23,9 @@ What it reproduces of the real host, in the host's order and message shapes:
   header names lower-cased, query without empty values, and the body, only when there is one, as
   TypedData bytes with no rawBody; the answer read back from the InvocationResponse's return value;
 - the timer's TimerInfo as TypedData JSON (`Schedule`, `ScheduleStatus`, `IsPastDue`);
-- the RpcLog stream, with each record's logger name, level and invocation id.
+- the RpcLog stream, with each record's logger name, level and invocation id;
+- many invocations in flight at once, from any number of threads: each answer goes to the
+  caller of its request id, whatever order the worker answers in.
 
 What it leaves out: the gRPC channel itself and StartStream; the Functions host's own HTTP pipeline
 (routing, auth levels, CORS settings, request size limits, proxies: the harness calls a function by
@@ -155,18 +157,37 @@ class HttpAnswer:
 
 @dataclass
 class _Stream:
-    """The host's end of the stream: a thread reads the worker's lines as they come."""
+    """The host's end of the stream: a thread reads the worker's lines as they come and hands each
+    answer to the caller waiting for its request id, so that many invocations can be in flight at
+    once, as on the real host."""
 
     stdout: IO[str]
-    replies: queue.Queue[Message | None] = field(default_factory=queue.Queue)
+    keep_logs: bool = True
     logs: list[Message] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _waiting: dict[str, queue.Queue[Message | None]] = field(default_factory=dict)
+    _ended: bool = False
 
     thread: threading.Thread | None = None
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._read, name="worker-stream", daemon=True)
         self.thread.start()
+
+    def expect(self, request_id: str) -> queue.Queue[Message | None]:
+        """Where the answer to `request_id` will arrive (None: the worker exited first). Called
+        before the request is sent, so that no answer can come before anyone waits for it."""
+        answers: queue.Queue[Message | None] = queue.Queue(maxsize=1)
+        with self.lock:
+            if self._ended:
+                answers.put(None)
+            else:
+                self._waiting[request_id] = answers
+        return answers
+
+    def forget(self, request_id: str) -> None:
+        with self.lock:
+            self._waiting.pop(request_id, None)
 
     def close(self) -> None:
         """After the worker exited: the reader has seen the end of the stream."""
@@ -177,12 +198,19 @@ class _Stream:
     def _read(self) -> None:
         for line in self.stdout:
             message: Message = json.loads(line)
-            if "rpcLog" in message:
-                with self.lock:
-                    self.logs.append(message["rpcLog"])
-            else:
-                self.replies.put(message)
-        self.replies.put(None)  # the worker's stdout closed: it exited
+            with self.lock:
+                if "rpcLog" in message:
+                    if self.keep_logs:
+                        self.logs.append(message["rpcLog"])
+                    continue
+                answers = self._waiting.pop(message.get("requestId", ""), None)
+            if answers is not None:  # an answer nobody waits for any more (timed out) is dropped
+                answers.put(message)
+        with self.lock:  # the worker's stdout closed: it exited
+            self._ended = True
+            waiting, self._waiting = self._waiting, {}
+        for answers in waiting.values():
+            answers.put(None)
 
 
 class WorkerFailed(AssertionError):
@@ -192,7 +220,9 @@ class WorkerFailed(AssertionError):
 class FunctionsHost:
     """Starts the worker, initializes it, indexes and loads the app, then invokes its functions."""
 
-    def __init__(self, app_dir: Path, env: Mapping[str, str], stderr_path: Path) -> None:
+    def __init__(
+        self, app_dir: Path, env: Mapping[str, str], stderr_path: Path, *, keep_logs: bool = True
+    ) -> None:
         self.app_dir = app_dir
         self.stderr_path = stderr_path
         self._stderr = stderr_path.open("wb")
@@ -207,34 +237,44 @@ class FunctionsHost:
             encoding="utf-8",
         )
         assert self._process.stdout is not None
-        self._stream = _Stream(self._process.stdout)
+        self._stream = _Stream(self._process.stdout, keep_logs=keep_logs)
         self._stream.start()
+        self._write_lock = threading.Lock()
         self._request_ids = itertools.count(1)
         self.init_response: Message = {}
         self.metadata_response: Message = {}
         self.load_responses: dict[str, Message] = {}
         self.functions: dict[str, IndexedFunction] = {}
 
+    @property
+    def pid(self) -> int:
+        """The worker's process id (the benchmarks read its CPU time from /proc)."""
+        return self._process.pid
+
     # -- the protocol ---------------------------------------------------------------------------
 
     def exchange(self, content: str, request: Message, answer: str, timeout: float = REPLY_TIMEOUT) -> Message:
-        """Send one host message and wait for the worker's answer to it."""
+        """Send one host message and wait for the worker's answer to it; safe to call from many
+        threads at once."""
         request_id = f"host-{next(self._request_ids)}"
         stdin = self._process.stdin
         assert stdin is not None
-        stdin.write(json.dumps({"requestId": request_id, content: request}) + "\n")
-        stdin.flush()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                reply = self._stream.replies.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise WorkerFailed(f"no {answer} within {timeout} s{self._stderr_tail()}") from None
-            if reply is None:
-                raise WorkerFailed(f"the worker exited before its {answer}{self._stderr_tail()}")
-            if reply.get("requestId") == request_id and answer in reply:
-                answered: Message = reply[answer]
-                return answered
+        answers = self._stream.expect(request_id)
+        line = json.dumps({"requestId": request_id, content: request}) + "\n"
+        with self._write_lock:  # one whole line at a time, as gRPC sends one whole message
+            stdin.write(line)
+            stdin.flush()
+        try:
+            reply = answers.get(timeout=timeout)
+        except queue.Empty:
+            self._stream.forget(request_id)
+            raise WorkerFailed(f"no {answer} within {timeout} s{self._stderr_tail()}") from None
+        if reply is None:
+            raise WorkerFailed(f"the worker exited before its {answer}{self._stderr_tail()}")
+        if answer not in reply:
+            raise WorkerFailed(f"the worker answered {request_id} without a {answer}: {sorted(reply)}")
+        answered: Message = reply[answer]
+        return answered
 
     def start(self) -> None:
         """Worker init, indexing, and one load per indexed function, as the host starts a worker."""
@@ -374,8 +414,10 @@ class FunctionsHost:
 
     @classmethod
     @contextlib.contextmanager
-    def started(cls, app_dir: Path, env: Mapping[str, str], stderr_path: Path) -> Iterator[FunctionsHost]:
-        host = cls(app_dir, env, stderr_path)
+    def started(
+        cls, app_dir: Path, env: Mapping[str, str], stderr_path: Path, *, keep_logs: bool = True
+    ) -> Iterator[FunctionsHost]:
+        host = cls(app_dir, env, stderr_path, keep_logs=keep_logs)
         try:
             host.start()
             yield host
