@@ -336,8 +336,8 @@ def _throughput(results: Results) -> list[str]:
         "",
         f"`python -m tokens serve --workers {throughput.workers} --threads {throughput.threads}` (one "
         "worker process per CPU, serve's default threads per process) and the Node peer "
-        "(`benchmarks/node_peer.js`: Node's built-in `http` server and `fetch` with kept-alive "
-        "connections, no validation, identity, rate limits or audit), each in its own process, both "
+        "(`benchmarks/node_peer.js`: Node's built-in `http` server and `https.request` with a "
+        "keep-alive agent, no validation, identity, rate limits or audit), each in its own process, both "
         f"running for the whole measurement and taking turns at each level. Loaded by {_tool(tool)} with "
         f"kept-alive connections for {plan.load_seconds:g} s per level, after {plan.warmup_seconds:g} s "
         "of warm-up each. Every error counts: failed connects, reads or writes, timeouts and any "
