@@ -140,15 +140,18 @@ def make_room(socket_map: Mapping[int, Any], limit: int, listeners: Iterable[soc
     return True
 
 
-def close_overdue(socket_map: Mapping[int, Any], now: float) -> None:
+def close_overdue(socket_map: Mapping[int, Any], now: float) -> list[Any]:
     """Mark for closing every connection whose request has not all arrived by its deadline (kept
-    by the channel as `request_due`); waitress closes them on its next turn. Runs on the event-loop
-    thread every OVERDUE_SWEEP_SECONDS: once per turn would cost every turn a look at every
-    connection."""
+    by the channel as `request_due`), and return them; waitress closes them on its next look at
+    them. Runs on the event-loop thread every OVERDUE_SWEEP_SECONDS: once per turn would cost every
+    turn a look at every connection."""
+    overdue = []
     for channel in list(socket_map.values()):
         due: float | None = getattr(channel, "request_due", None)
-        if due is not None and now > due and not channel.requests:
+        if due is not None and now > due and not channel.requests and not channel.will_close:
             channel.will_close = True
+            overdue.append(channel)
+    return overdue
 
 
 def _idleness(channel: Any) -> tuple[int, float] | None:
@@ -169,6 +172,7 @@ def _waiting(sock: socket.socket) -> bool:
     if sys.platform == "win32":  # no poll() there; select() has no descriptor ceiling there either
         readable, _, _ = select.select([sock], [], [], 0)
         return bool(readable)
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+    else:  # each platform its own branch, for the type checker
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))

@@ -304,19 +304,20 @@ def _serve(sockets: list[socket.socket], plan: Plan) -> bool:
             app: WSGIApplication = HostedApp(plan.serve_pages)
             if plan.wrap is not None:
                 app = plan.wrap(app)
-            server = _waitress(app, sockets, plan.threads, plan.guard)
-            socket_map = _socket_map(server)
-            listening = [listener.socket for listener in _listeners(server)]
+            loop = _waitress(app, sockets, plan.threads, plan.guard)
+            socket_map = loop.map
+            listening = [listener.socket for listener in _listeners(socket_map)]
             next_sweep = 0.0
             while not stopping.is_set():
                 make_room(socket_map, plan.guard.max_connections, listening)
-                _turn(server)
+                loop.turn()
                 now = time.time()
                 if now >= next_sweep:
-                    close_overdue(socket_map, now)
-                    _say_if_busy(server.task_dispatcher, plan.threads)
+                    for channel in close_overdue(socket_map, now):
+                        loop.touch(channel)
+                    _say_if_busy(loop.server.task_dispatcher, plan.threads)
                     next_sweep = now + OVERDUE_SWEEP_SECONDS
-            _drain(server, grace(plan.settings))
+            _drain(loop, grace(plan.settings))
     finally:
         written = finish()
     return written
@@ -335,47 +336,57 @@ def _say_if_busy(dispatcher: Any, threads: int) -> None:
         )
 
 
-def _turn(server: Any, seconds: float = LOOP_SECONDS) -> None:
-    """One turn of waitress's event loop: a signal is noticed within `seconds`."""
-    from waitress import wasyncore
+class _Loop(NamedTuple):
+    """waitress's server and the event loop that runs it: the Watcher on Linux, else waitress's own."""
 
-    wasyncore.loop(timeout=seconds, map=_socket_map(server), use_poll=server.adj.asyncore_use_poll, count=1)
+    server: Any
+    map: dict[int, Any]
+    watcher: Any  # tokens.eventloop.Watcher (Linux), or None
+
+    def turn(self, seconds: float = LOOP_SECONDS) -> None:
+        """One turn of the event loop: a signal is noticed within `seconds`."""
+        if self.watcher is not None:
+            self.watcher.turn(seconds)
+        else:
+            from waitress import wasyncore
+
+            wasyncore.loop(timeout=seconds, map=self.map, use_poll=self.server.adj.asyncore_use_poll, count=1)
+
+    def touch(self, channel: Any) -> None:
+        if self.watcher is not None:
+            self.watcher.touch(channel)
 
 
-def _socket_map(server: Any) -> dict[int, Any]:
-    # One listening server has its own map; several (a host with IPv4 and IPv6 addresses) share one.
-    socket_map: dict[int, Any] = getattr(server, "map", None) or server._map
-    return socket_map
-
-
-def _listeners(server: Any) -> list[Any]:
+def _listeners(socket_map: dict[int, Any]) -> list[Any]:
     from waitress.server import BaseWSGIServer
 
-    return [d for d in _socket_map(server).values() if isinstance(d, BaseWSGIServer)]
+    return [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]
 
 
-def _drain(server: Any, seconds: float) -> None:
+def _drain(loop: _Loop, seconds: float) -> None:
     """Stop accepting; let the requests already taken finish and their answers go out, for
     `seconds` at most; then stop the threads. Every request that reached the app writes its audit
     record before it answers, so none is lost unless it outlives the grace period."""
     from waitress import wasyncore
 
-    for listener in _listeners(server):
+    for listener in _listeners(loop.map):
         listener.accepting = False
         # The listening socket only: its trigger still wakes the loop when an answer is ready.
         wasyncore.dispatcher.close(listener)
-    dispatcher = server.task_dispatcher
+    dispatcher = loop.server.task_dispatcher
     deadline = time.monotonic() + seconds
     if _busy(dispatcher):
         log.info("Stopping: waiting up to %g s for the requests in flight", seconds)
     while _busy(dispatcher) and time.monotonic() < deadline:
-        _turn(server, 0.1)
+        loop.turn(0.1)
     sending = time.monotonic() + ANSWER_SECONDS  # the answers just made: out to their clients
-    while _answers_pending(server) and time.monotonic() < min(sending, deadline + ANSWER_SECONDS):
-        _turn(server, 0.05)
+    while _answers_pending(loop.map) and time.monotonic() < min(sending, deadline + ANSWER_SECONDS):
+        loop.turn(0.05)
     if _busy(dispatcher):
         log.error("Stopping with requests still in flight after %g s", seconds)
     dispatcher.shutdown(cancel_pending=True, timeout=1)
+    if loop.watcher is not None:
+        loop.watcher.close()
 
 
 def _busy(dispatcher: Any) -> bool:
@@ -383,8 +394,8 @@ def _busy(dispatcher: Any) -> bool:
         return bool(dispatcher.queue) or dispatcher.active_count > 0
 
 
-def _answers_pending(server: Any) -> bool:
-    return any(getattr(channel, "total_outbufs_len", 0) for channel in list(_socket_map(server).values()))
+def _answers_pending(socket_map: dict[int, Any]) -> bool:
+    return any(getattr(channel, "total_outbufs_len", 0) for channel in list(socket_map.values()))
 
 
 class _Stop(SystemExit):
@@ -424,7 +435,7 @@ def _allow_open_files(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, ceiling), hard))
 
 
-def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, guard: Guard) -> Any:
+def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, guard: Guard) -> _Loop:
     """A waitress server on these sockets, guarded against slow and greedy clients (`Guard`), whose
     own error answers (a bad Content-Length, a body over MAX_REQUEST_BODY, oversized headers, given
     before the app sees the request) come in the service's JSON error shape, so that every client
@@ -455,6 +466,13 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
             self.write(body)
 
     count = AddressCount(guard)
+    socket_map: dict[int, Any] = {}
+    watcher: Any = None  # waitress's own loop, except on Linux (tokens/eventloop.py)
+    if sys.platform == "linux":
+        from tokens.eventloop import Watcher
+
+        watcher = Watcher()
+        socket_map = watcher.map
 
     class GuardedChannel(HTTPChannel):
         error_task_class = JsonErrorTask
@@ -480,6 +498,13 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
                 self.request_due = None
             return result
 
+        def service(self) -> None:
+            if watcher is None:
+                super().service()
+                return
+            with watcher.serving(self):  # the loop is woken about this connection when it is done
+                super().service()
+
         def del_channel(self, map: Any = None) -> None:
             # Every way a channel is closed ends here (waitress's handle_close skips close()).
             if self.counted_network is not None:
@@ -489,6 +514,7 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
 
     server: Any = create_server(
         app,
+        map=socket_map,
         sockets=sockets,
         threads=threads,
         max_request_body_size=MAX_REQUEST_BODY,
@@ -503,9 +529,12 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
         asyncore_use_poll=os.name != "nt",
     )
     # One listening server, or several (a host name with IPv4 and IPv6 addresses) in one map.
-    for listener in _listeners(server):
+    for listener in _listeners(socket_map):
         listener.channel_class = GuardedChannel
-    return server
+        if watcher is not None:
+            listener.pull_trigger = watcher.waking(listener.pull_trigger)
+            watcher.always(listener, listener.trigger)
+    return _Loop(server, socket_map, watcher)
 
 
 _CONTENT_TYPES = {
