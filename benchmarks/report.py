@@ -334,8 +334,9 @@ def _throughput(results: Results) -> list[str]:
     lines = [
         SECTION_THROUGHPUT,
         "",
-        f"`python -m tokens serve --workers {throughput.workers} --threads {throughput.threads}` (one "
-        "worker process per CPU, serve's default threads per process) and the Node peer "
+        f"`python -m tokens serve --workers {throughput.workers} --threads {throughput.threads}` (tuned for "
+        "throughput as docs/hosted-mode.md says: a worker process per CPU and one more, and a thread for "
+        "every caller of the highest concurrency) and the Node peer "
         "(`benchmarks/node_peer.js`: Node's built-in `http` server and `https.request` with a "
         "keep-alive agent, no validation, identity, rate limits or audit), each in its own process, both "
         f"running for the whole measurement and taking turns at each level. Loaded by {_tool(tool)} with "

@@ -48,22 +48,26 @@ class Plan:
     flex: FlexPlan
 
     @classmethod
-    def make(cls, mode: str, *, delay_ms: float, serve_threads: int) -> Plan:
+    def make(cls, mode: str, *, delay_ms: float) -> Plan:
         def by_mode(full: T, quick: T, smoke: T) -> T:
             return {"full": full, "quick": quick, "smoke": smoke}[mode]
 
+        concurrency = by_mode((1, 8, 32, 64), (1, 8, 32, 64), (1, 64))
+        # serve as tuned for throughput (docs/hosted-mode.md): a process per CPU and one more, and a
+        # thread for every caller of the highest concurrency.
+        workers = (os.cpu_count() or 1) + 1
         return cls(
             mode=mode,
             delay_ms=delay_ms,
             overhead_samples=by_mode(600, 40, 1),
             overhead_warmup=by_mode(10, 10, 0),
             profile_samples=by_mode(300, 20, 1),
-            concurrency=by_mode((1, 8, 32, 64), (1, 8, 32, 64), (1, 64)),
+            concurrency=concurrency,
             load_seconds=by_mode(10.0, 2.0, 0.02),
             warmup_seconds=by_mode(2.0, 1.0, 0.0),
             python_load_only=by_mode(False, False, True),
-            serve_workers=os.cpu_count() or 1,
-            serve_threads=serve_threads,
+            serve_workers=workers,
+            serve_threads=-(-max(concurrency) // workers),
             memory_checkpoints=by_mode((100, 1_000, 5_000, 10_000, 15_000, 20_000), (100, 1_000), (25, 50)),
             memory_concurrency=8,
             settle_seconds=by_mode(0.2, 0.2, 0.01),

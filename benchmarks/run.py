@@ -45,7 +45,6 @@ from tests.served import child_environment
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 NO_LIMIT = "1000000/second"
-SERVE_THREADS = 12  # serve's default: the throughput run changes only the number of workers
 
 
 def app_settings(endpoint: str, secret: str, certs: CertFiles) -> dict[str, str]:
@@ -152,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=20.0, help="the fake's fixed delay")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "smoke" if args.smoke else "full"
-    results = run(Plan.make(mode, delay_ms=args.delay_ms, serve_threads=SERVE_THREADS), args.output)
+    results = run(Plan.make(mode, delay_ms=args.delay_ms), args.output)
     say(f"wrote {args.output / 'RESULTS.md'} and {args.output / 'latency.png'}")
     say(f"throughput run {results.validity.reason}")
     for target in report.targets(results):

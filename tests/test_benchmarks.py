@@ -62,7 +62,7 @@ def made_up_run(
     node_rps: dict[int, float], serve_rps: dict[int, float], *, mode: str = "full", serve_p99_ms: float = 60.0
 ) -> Results:
     """A run with these requests/s at each concurrency, and plausible numbers everywhere else."""
-    plan = Plan.make(mode, delay_ms=DELAY_MS, serve_threads=12)
+    plan = Plan.make(mode, delay_ms=DELAY_MS)
     throughput = ThroughputResult(
         workers=2,
         threads=12,

@@ -493,14 +493,14 @@ def test_the_storage_url_scheme_is_read_in_any_case_and_kept_in_lower_case(text:
     assert settings.rate_limit_storage == stored
 
 
-def test_serve_runs_a_worker_per_cpu_for_a_redis_url_in_capitals() -> None:
+def test_serve_runs_a_worker_per_cpu_and_one_more_for_a_redis_url_in_capitals() -> None:
     """The worker count comes from the settings, not from a second, case-sensitive reading."""
     import os
 
     from tokens.__main__ import default_workers
 
     shared = Settings.from_env({"DIRECT_LINE_SECRET": SECRET, "RATE_LIMIT_STORAGE": "REDIS://cache:6379"})
-    assert default_workers(shared) == (os.cpu_count() or 1)
+    assert default_workers(shared) == (os.cpu_count() or 1) + 1
     assert default_workers(Settings.from_env({"DIRECT_LINE_SECRET": SECRET})) == 1
 
 

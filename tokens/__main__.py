@@ -33,11 +33,13 @@ DEMO_BANNER = """
   or {url}widget.html for the chat behind a button, as on every page of a site.
 ==========================================================================================
 """
-# Chosen by measurement (benchmarks/RESULTS.md): on 2 CPUs, 2 processes of 12 threads gave the best
-# throughput at 64 concurrent callers with a p99 under 1.5 times the p50; more threads per process
-# spend their CPU on the GIL, and the tail grows. One process per CPU is the default only when the
-# rate-limit counts are shared: with memory:// each process would count on its own.
-DEFAULT_THREADS = 12
+# Chosen by measurement (docs/hosted-mode.md): a thread waits out each Direct Line call, so a process
+# answers at most threads / latency tokens a second; 16 keeps that above what one process's CPU
+# can do at Direct Line's latencies, while more threads per process only lengthen the tail (GIL).
+# Several processes are the default only when the rate-limit counts are shared: with memory:// each
+# process would count on its own. Then one per CPU and one more: a process also waits on its
+# sockets and the kernel, and on 2 CPUs three gave 10-20 % more tokens a second than two.
+DEFAULT_THREADS = 16
 # waitress watches its sockets with select(), which CPython caps at 512 sockets on Windows, its own
 # listening and waking sockets included; past the cap a worker dies.
 MAX_CONNECTIONS = 500 if sys.platform == "win32" else 100_000
@@ -208,9 +210,9 @@ def _announce(demo: Any, args: argparse.Namespace) -> None:
 
 
 def default_workers(settings: Settings) -> int:
-    """One process per CPU where the rate limits are shared in Redis, one where they are not (each
-    process would count on its own)."""
-    return (os.cpu_count() or 1) if settings.rate_limit_storage != "memory://" else 1
+    """One process per CPU and one more where the rate limits are shared in Redis, one where they
+    are not (each process would count on its own)."""
+    return (os.cpu_count() or 1) + 1 if settings.rate_limit_storage != "memory://" else 1
 
 
 def _warn_about_workers(settings: Settings, workers: int) -> None:
@@ -281,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument(
         "--workers",
         type=_positive,
-        help="processes (default: one per CPU when RATE_LIMIT_STORAGE is redis, else 1)",
+        help="processes (default: one per CPU and one more when RATE_LIMIT_STORAGE is redis, else 1)",
     )
     serve_parser.add_argument(
         "--threads", type=_positive, default=DEFAULT_THREADS, help="threads per process (default %(default)s)"
