@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NamedTuple
-from wsgiref.types import StartResponse, WSGIApplication
 
 from tokens import routes
 from tokens.body import MAX_BODY_BYTES
@@ -50,6 +49,7 @@ from tokens.settings import Settings
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
+    from wsgiref.types import StartResponse, WSGIApplication
 
 log = logging.getLogger("tokens.server")
 

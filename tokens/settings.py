@@ -694,13 +694,20 @@ _SPEECH_ONE_CREDENTIAL = "is set as well as SPEECH_RESOURCE_ID: set one (the man
 CA_BUNDLE_SETTINGS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # requests' own, in its order
 
 
+def ca_bundle_of(environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """The variable that chooses the CA bundle (None: certifi's own) and the bundle's path."""
+    from tokens import trust
+
+    name = next((name for name in CA_BUNDLE_SETTINGS if environ.get(name, "").strip()), None)
+    return name, environ[name].strip() if name else trust.default_bundle()
+
+
 def _check_ca_bundle(values: dict[str, Any], environ: Mapping[str, str]) -> list[Problem]:
     """The CA bundle that every TLS call will trust, loaded now: an unreadable one is a problem
     named after the variable that points at it, rather than a failure of every call."""
     from tokens import trust
 
-    name = next((name for name in CA_BUNDLE_SETTINGS if environ.get(name, "").strip()), None)
-    values["ca_bundle"] = environ[name].strip() if name else trust.default_bundle()
+    name, values["ca_bundle"] = ca_bundle_of(environ)
     try:
         trust.context(values["ca_bundle"])
     except trust.Unreadable as error:

