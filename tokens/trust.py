@@ -36,7 +36,9 @@ def load_soon(bundle: str) -> threading.Thread:
         with contextlib.suppress(Unreadable):  # said by the settings, which load it again
             context(bundle)
 
-    loading = threading.Thread(target=load, name="trust-load", daemon=True)
+    # Not a daemon: the interpreter waits for it at exit. A daemon thread still inside OpenSSL when a
+    # quick exit (a port in use, a bad setting) finalizes the interpreter can crash the process.
+    loading = threading.Thread(target=load, name="trust-load")
     loading.start()
     return loading
 
