@@ -42,7 +42,10 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("TLS (ssl)", ("ssl.py",)),
     ("sockets (send, recv, poll)", ("socket.py", "selectors.py")),
     ("logging", ("logging/", "tokens/logs.py")),
-    ("HTTP server (waitress)", ("waitress/",)),
+    # waitress, and what serve adds to it: the WSGI adapter, the event loop, the connection policy.
+    ("HTTP server (waitress, tokens/server.py, eventloop.py, connections.py)", (
+        "waitress/", "tokens/server.py", "tokens/eventloop.py", "tokens/connections.py",
+    )),
     ("Direct Line client (requests, urllib3, http.client)", ("requests/", "urllib3/", "http/client.py")),
     ("app (tokens/, limits)", ("tokens/", "limits/")),
     ("threads and queues", ("threading.py", "queue.py", "concurrent/")),
