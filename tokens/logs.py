@@ -30,6 +30,7 @@ from tokens import audit
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 MAX_QUEUED = 10_000  # lines; each about 300 bytes
 MAX_BATCH = 256  # lines written with one write and one flush
+ROOM_POLL_SECONDS = 0.01  # how often an audit record that found the queue full looks again
 STOP_SECONDS = 10.0  # for the last lines to be written when the server stops
 
 
@@ -99,16 +100,25 @@ class _Writer:
 
 
 class _Enqueue(logging.Handler):
-    """Formats each record on the thread that logs it and puts the line on the bounded queue: an
-    audit record waits for room (and its request for the write), an ordinary line never waits.
-    (The standard library's QueueHandler does the same with a copy of the whole record, and
-    importing it brings pickle along: a few milliseconds of every start.)"""
+    """Formats each record on the thread that logs it and puts the line on the queue: an ordinary
+    line that finds MAX_QUEUED lines waiting is dropped (and counted), an audit record waits for room
+    (and its request for the write). (The standard library's QueueHandler does the same with a copy
+    of the whole record, and importing it brings pickle along: a few milliseconds of every start.)
 
-    def __init__(self, lines: queue.Queue[Any], writer: _Writer) -> None:
+    The queue is a SimpleQueue, whose put and get are C: queue.Queue's Conditions, in Python, cost
+    every request about a tenth of serve's CPU to hand its audit line to the writer."""
+
+    def __init__(self, lines: queue.SimpleQueue[Line | None], writer: _Writer) -> None:
         super().__init__()
         self._lines = lines
         self.writer = writer
         self.setFormatter(OneLineFormatter(FORMAT))
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        # No handler lock around emit, as logging.Handler takes: the queue is safe on any thread.
+        # (This handler has no filters of its own.)
+        self.emit(record)
+        return record
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -118,9 +128,9 @@ class _Enqueue(logging.Handler):
             return
         confirmation: audit.Confirmation | None = getattr(record, "confirmation", None)
         if confirmation is None:
-            try:
-                self._lines.put_nowait(Line(line, None))
-            except queue.Full:
+            if self._lines.qsize() < MAX_QUEUED:
+                self._lines.put(Line(line, None))
+            else:
                 self.writer.count_dropped()
             return
         confirmation.awaited = True
@@ -128,17 +138,20 @@ class _Enqueue(logging.Handler):
         if since is not None and time.monotonic() - since > audit.AUDIT_WRITE_SECONDS:
             confirmation.settle(written=False)  # the stream's reader has stalled: fail at once
             return
-        try:
-            self._lines.put(Line(line, confirmation), timeout=audit.AUDIT_WRITE_SECONDS)
-        except queue.Full:
-            confirmation.settle(written=False)
+        deadline = time.monotonic() + audit.AUDIT_WRITE_SECONDS
+        while self._lines.qsize() >= MAX_QUEUED:  # rare: the stream is far behind
+            if time.monotonic() >= deadline:
+                confirmation.settle(written=False)
+                return
+            time.sleep(ROOM_POLL_SECONDS)
+        self._lines.put(Line(line, confirmation))
 
 
 class _Listener:
     """The writer's thread: waits for a line, then takes every line queued behind it (MAX_BATCH at
     most) and writes them together."""
 
-    def __init__(self, lines: queue.Queue[Any], writer: _Writer) -> None:
+    def __init__(self, lines: queue.SimpleQueue[Line | None], writer: _Writer) -> None:
         self._lines = lines
         self._writer = writer
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
@@ -162,10 +175,7 @@ class _Listener:
 
     def stop_within(self, seconds: float) -> bool:
         """Write out what is queued, for `seconds` at most; False if the writer did not finish."""
-        try:
-            self._lines.put(None, timeout=seconds)
-        except queue.Full:
-            return False
+        self._lines.put(None)
         self._thread.join(seconds)
         return not self._thread.is_alive()
 
@@ -179,7 +189,7 @@ def stderr_handler() -> logging.Handler:
 def configure(stream: IO[str] | None = None) -> Callable[[], bool]:
     """Send every record through the bounded queue to `stream` (standard error); returns the
     function that writes out what is left and says whether every audit record was written."""
-    lines: queue.Queue[Any] = queue.Queue(MAX_QUEUED)
+    lines: queue.SimpleQueue[Line | None] = queue.SimpleQueue()
     writer = _Writer(stream or sys.stderr)
     listener = _Listener(lines, writer)
     logging.basicConfig(level=logging.INFO, handlers=[_Enqueue(lines, writer)], force=True)
