@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.fake_directline import RunningFake
 from benchmarks.inprocess import TOKEN_BODY
-from benchmarks.load import HEADERS, LoadResult, run_python, run_wrk, wrk_path
+from benchmarks.load import HEADERS, LoadResult, merged, run_python, run_wrk, wrk_path
 from benchmarks.processes import Server, cpu_seconds, node_command, serve_command, started, token_url
 from benchmarks.results import Level, MemoryResult, Plan, ThroughputResult
 from tests.served import ServedApp, child_environment, free_port
@@ -46,11 +46,24 @@ def measure_throughput(
             for url, _ in servers.values():
                 run_python(url, WARMUP_CONCURRENCY, seconds=plan.warmup_seconds)
         levels: dict[str, list[Level]] = {name: [] for name in servers}
+        turn_seconds = plan.load_seconds / plan.load_turns
         for concurrency in plan.concurrency:
-            for name, (url, pid) in servers.items():
-                levels[name].append(_level(url, (pid, fake.pid), concurrency, plan.load_seconds, wrk))
+            turns: dict[str, list[Level]] = {name: [] for name in servers}
+            for _ in range(plan.load_turns):
+                for name, (url, pid) in servers.items():
+                    turns[name].append(_level(url, (pid, fake.pid), concurrency, turn_seconds, wrk))
+            for name in servers:
+                levels[name].append(_combined(turns[name]))
     return ThroughputResult(
         plan.serve_workers, plan.serve_threads, tuple(levels["serve"]), tuple(levels["node"]), fake_alone
+    )
+
+
+def _combined(turns: list[Level]) -> Level:
+    return Level(
+        merged([turn.load for turn in turns]),
+        sum(turn.server_cpu_seconds for turn in turns),
+        sum(turn.fake_cpu_seconds for turn in turns),
     )
 
 

@@ -15,13 +15,13 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchmarks.inprocess import ORIGIN, TOKEN_BODY
-from benchmarks.stats import percentile
+from benchmarks.stats import median, percentile
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "post.lua"
 WRK_PREFIX = "WRK_RESULT "
@@ -44,6 +44,23 @@ class LoadResult:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+def merged(turns: Sequence[LoadResult]) -> LoadResult:
+    """One result from several turns at the same concurrency: requests, time and errors added up;
+    each percentile the median of the turns' own (wrk reports percentiles, not its samples)."""
+    first = turns[0]
+    return LoadResult(
+        tool=first.tool,
+        concurrency=first.concurrency,
+        seconds=sum(turn.seconds for turn in turns),
+        requests=sum(turn.requests for turn in turns),
+        errors=sum(turn.errors for turn in turns),
+        p50_ms=median([turn.p50_ms for turn in turns]),
+        p90_ms=median([turn.p90_ms for turn in turns]),
+        p99_ms=median([turn.p99_ms for turn in turns]),
+        max_ms=max(turn.max_ms for turn in turns),
+    )
 
 
 def wrk_path() -> str | None:

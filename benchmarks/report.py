@@ -24,6 +24,7 @@ from benchmarks.results import (
     SECTION_THROUGHPUT,
     SECTION_VALIDITY,
     Level,
+    Plan,
     Results,
 )
 from benchmarks.stats import Latencies, median, percentile, ratio
@@ -174,6 +175,16 @@ def _overhead(results: Results) -> list[str]:
         f"itself is {raw.p(50) - delay:.2f} ms over the delay",
         "",
     ]
+
+
+def _turns(plan: Plan) -> str:
+    if plan.load_turns == 1:
+        return "one turn each"
+    return (
+        f"{plan.load_turns} turns of {plan.load_seconds / plan.load_turns:g} s each, alternating (the "
+        "machine's speed drifts, and the drift then falls on both alike; requests add up over the turns, "
+        "and each percentile is the median of the turns' own)"
+    )
 
 
 def _tool(name: str) -> str:
@@ -339,9 +350,10 @@ def _throughput(results: Results) -> list[str]:
         "every caller of the highest concurrency) and the Node peer "
         "(`benchmarks/node_peer.js`: Node's built-in `http` server and `https.request` with a "
         "keep-alive agent, no validation, identity, rate limits or audit), each in its own process, both "
-        f"running for the whole measurement and taking turns at each level. Loaded by {_tool(tool)} with "
-        f"kept-alive connections for {plan.load_seconds:g} s per level, after {plan.warmup_seconds:g} s "
-        "of warm-up each. Every error counts: failed connects, reads or writes, timeouts and any "
+        f"running for the whole measurement and taking turns at each level, {_turns(plan)}. Loaded by "
+        f"{_tool(tool)} with kept-alive connections for {plan.load_seconds:g} s per level, after "
+        f"{plan.warmup_seconds:g} s of warm-up each. Every error counts: failed connects, reads or writes, "
+        "timeouts and any "
         "answer but 200. CPU per request is the server's user and system CPU time (its worker "
         "processes included, from `/proc/<pid>/stat`) during the level, divided by the requests "
         "answered; the load generator and the fake share the same two CPUs, and the fake's CPU per "

@@ -34,7 +34,8 @@ class Plan:
     overhead_warmup: int
     profile_samples: int
     concurrency: tuple[int, ...]
-    load_seconds: float
+    load_seconds: float  # per server and level, in all
+    load_turns: int  # the servers take turns this many times at each level, load_seconds / turns each
     warmup_seconds: float  # 0: no warm-up, the first level pays for starting up
     python_load_only: bool  # the Python load generator even where wrk is installed
     serve_workers: int
@@ -63,7 +64,10 @@ class Plan:
             overhead_warmup=by_mode(10, 10, 0),
             profile_samples=by_mode(300, 20, 1),
             concurrency=concurrency,
-            load_seconds=by_mode(10.0, 2.0, 0.02),
+            load_seconds=by_mode(12.0, 2.0, 0.02),
+            # Several short turns rather than one long one each: this machine's speed drifts from one
+            # minute to the next, and the drift then falls on both servers alike.
+            load_turns=by_mode(4, 1, 1),
             warmup_seconds=by_mode(2.0, 1.0, 0.0),
             python_load_only=by_mode(False, False, True),
             serve_workers=workers,

@@ -278,3 +278,17 @@ def test_a_flex_level_that_measured_nothing_renders_nan_instead_of_dividing_by_z
     result = FlexResult(None, 2, 6, "Python 3.13", (empty,), (empty,))
     section = "\n".join(render(result, FlexPlan.make("smoke")))
     assert "| 4 | 0 | nan |" in section
+
+
+def test_turns_at_one_level_add_up_their_requests_and_take_the_median_of_their_percentiles() -> None:
+    from benchmarks.load import merged
+
+    turns = [
+        LoadResult("wrk", 64, 3.0, 3_000, 0, 40.0, 50.0, 90.0, 120.0),
+        LoadResult("wrk", 64, 3.0, 4_500, 1, 30.0, 40.0, 60.0, 200.0),
+        LoadResult("wrk", 64, 3.0, 3_600, 0, 35.0, 45.0, 70.0, 100.0),
+    ]
+    level = merged(turns)
+    assert (level.requests, level.seconds, level.errors) == (11_100, 9.0, 1)
+    assert level.rps == pytest.approx(11_100 / 9.0)
+    assert (level.p50_ms, level.p99_ms, level.max_ms) == (35.0, 70.0, 200.0)
