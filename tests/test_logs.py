@@ -5,12 +5,16 @@ than piled up without bound."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -184,6 +188,80 @@ def test_while_the_reader_stalls_audit_records_fail_at_once_and_ordinary_lines_a
     assert "log lines were dropped: the log stream was too slow" in written
     assert written.count(" tokens.service ") < 10  # bounded, not a hundred held in memory
     assert "after" in written
+
+
+# -- a real pipe: audit records written on their own thread when that cannot block ------------------
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, Any]]:
+    """A pipe whose write end is the log stream (as standard error is a pipe under a container
+    runtime or a log collector); the read end for the test to read, or not."""
+    reader, writer = os.pipe()
+    stream = os.fdopen(writer, "w", encoding="utf-8")
+    yield reader, stream
+    os.close(reader)  # first: a writer blocked on a full pipe then fails instead of hanging the close
+    with contextlib.suppress(OSError):
+        stream.close()
+
+
+def test_through_a_pipe_every_thread_s_lines_arrive_whole_and_in_order(
+    stderr: Callable[[], str], pipe: tuple[int, Any]
+) -> None:
+    """Audit records go straight to a pipe with room, ordinary lines through the writer thread:
+    neither may overtake the other within a thread, nor split another's line."""
+    reader, stream = pipe
+    chunks: list[bytes] = []
+    drain = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(reader, 65536), b"")))
+    drain.start()
+    finish = logs.configure(stream)
+    log = logging.getLogger("tokens.service")
+    failed_before = audit.not_written()  # the process's count: earlier tests failed some on purpose
+
+    def write(thread: int) -> None:
+        for n in range(200):
+            if n % 2:
+                audit.emit(record((thread + 1) * 1000 + n))  # userId dl_1001 is thread 0's line 1
+            else:
+                log.info("thread %d line %d", thread, n)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    finish()
+    assert audit.not_written() == failed_before
+    stream.close()
+    drain.join(10)
+    seen: dict[int, list[int]] = {t: [] for t in range(4)}
+    for line in b"".join(chunks).decode().splitlines():
+        message = line.split(" ", 4)[4]  # after the date, time, level and logger name
+        if message.startswith("{"):
+            number = int(json.loads(message)["userId"].removeprefix("dl_"))
+            seen[number // 1000 - 1].append(number % 1000)
+        else:
+            _, writer, _, n = message.split(" ")  # "thread 0 line 2"
+            seen[int(writer)].append(int(n))
+    assert seen == {t: list(range(200)) for t in range(4)}
+
+
+def test_with_a_full_pipe_an_audit_record_fails_by_the_deadline_instead_of_blocking(
+    stderr: Callable[[], str], pipe: tuple[int, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody reads the pipe: once it is full, a request must not hang in a write of its own."""
+    monkeypatch.setattr(audit, "AUDIT_WRITE_SECONDS", 0.3)
+    _, stream = pipe
+    os.set_blocking(stream.fileno(), False)
+    with contextlib.suppress(BlockingIOError):
+        while True:  # fill it
+            os.write(stream.fileno(), b"x" * 65536)
+    os.set_blocking(stream.fileno(), True)
+    logs.configure(stream)
+    started = time.monotonic()
+    with pytest.raises(audit.AuditNotWritten):
+        audit.emit(record())
+    assert time.monotonic() - started < 5
 
 
 def test_an_audit_record_outside_a_confirming_log_is_simply_logged(caplog: pytest.LogCaptureFixture) -> None:
