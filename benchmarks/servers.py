@@ -2,12 +2,13 @@
 
 The same application (route table, settings, confirmed audit log: benchmarks/granian_app.py) under
 waitress, as `python -m tokens serve` runs it, and under granian (a Rust HTTP server with a WSGI
-interface), each with two worker processes of 16 threads, side by side with the Node peer, against
-the fake Direct Line; all three run at once and take turns, `--rounds` times, so that whatever else
-the machine does falls on each alike. Reports requests/s, its share of the c/delay ceiling, p50/p99
-and CPU per request (the server's processes, from /proc) for each.
+interface), each with the same worker processes and threads (by default as `python -m benchmarks`
+runs serve: a process per CPU and one more, and a thread for every caller), side by side with the
+Node peer, against the fake Direct Line; all three run at once and take turns, `--rounds` times, so
+that whatever else the machine does falls on each alike. Reports requests/s, its share of the
+c/delay ceiling, p50/p99 and CPU per request (the server's processes, from /proc) for each.
 
-    python -m benchmarks.servers [--seconds 10] [--concurrency 64] [--rounds 3]
+    python -m benchmarks.servers [--seconds 10] [--concurrency 64] [--rounds 3] [--workers N] [--threads N]
 
 granian is not a dependency of the app: `pip install granian` first. A tool for the choice written
 down in docs/benchmarks.md, not part of `python -m benchmarks`.
@@ -16,6 +17,7 @@ down in docs/benchmarks.md, not part of `python -m benchmarks`.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
 import sys
@@ -31,20 +33,19 @@ from benchmarks.stats import ratio
 from tests.certs import make_certificate
 from tests.served import child_environment, free_port
 
-WORKERS = 2
-THREADS = 16
 
-
-def granian_command(port: int) -> list[str]:
+def granian_command(port: int, workers: int, threads: int) -> list[str]:
     granian = shutil.which("granian") or str(Path(sys.executable).with_name("granian"))
     return [
         granian, "--interface", "wsgi", "--factory", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(WORKERS), "--blocking-threads", str(THREADS), "--no-access-log",
+        "--workers", str(workers), "--blocking-threads", str(threads), "--no-access-log",
         "benchmarks.granian_app:app",
     ]
 
 
-def compare(seconds: float, concurrency: int, rounds: int, delay_ms: float) -> str:
+def compare(
+    seconds: float, concurrency: int, rounds: int, delay_ms: float, *, workers: int, threads: int
+) -> str:
     wrk = wrk_path()
     if wrk is None:
         raise SystemExit("python -m benchmarks.servers needs wrk")
@@ -54,15 +55,15 @@ def compare(seconds: float, concurrency: int, rounds: int, delay_ms: float) -> s
         secret = "bench-" + secrets.token_urlsafe(24)
         with started_fake(certs, secret, delay_ms) as fake:
             env = child_environment(app_settings(fake.endpoint, secret, certs))
-            env["BENCH_THREADS"] = str(THREADS)
+            env["BENCH_THREADS"] = str(threads)
             ports = [free_port() for _ in range(3)]
-            flags = ("--workers", str(WORKERS), "--threads", str(THREADS))
+            flags = ("--workers", str(workers), "--threads", str(threads))
             servers = {
-                f"waitress (`serve --workers {WORKERS} --threads {THREADS}`)": Server(
+                f"waitress (`serve --workers {workers} --threads {threads}`)": Server(
                     serve_command(ports[0], *flags), ports[0], work / "waitress.log"
                 ),
-                f"granian WSGI, {WORKERS} workers x {THREADS} blocking threads": Server(
-                    granian_command(ports[1]), ports[1], work / "granian.log"
+                f"granian WSGI, {workers} workers x {threads} blocking threads": Server(
+                    granian_command(ports[1], workers, threads), ports[1], work / "granian.log"
                 ),
                 "Node peer": Server(node_command(ports[2]), ports[2], work / "node.log"),
             }
@@ -110,8 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1)
+    parser.add_argument("--threads", type=int, help="default: the concurrency shared among the workers")
     args = parser.parse_args(argv)
-    print(compare(args.seconds, args.concurrency, args.rounds, args.delay_ms))
+    threads = args.threads or -(-args.concurrency // args.workers)
+    table = compare(
+        args.seconds, args.concurrency, args.rounds, args.delay_ms, workers=args.workers, threads=threads
+    )
+    print(table)
     return 0
 
 
