@@ -59,6 +59,15 @@ class StalledReader(io.StringIO):
         return super().write(text)
 
 
+def in_threads(write: Callable[[int], None], count: int) -> None:
+    """Runs write(0) ... write(count - 1) on threads of their own, at once, and waits for them."""
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def record(n: int = 1) -> dict[str, object]:
     return audit.build_record(
         event="directline.token", status=200, user_id=f"dl_{n}", conversation_id=f"c{n}", auth_mode="anonymous",
@@ -74,11 +83,7 @@ def test_every_record_queued_before_the_stop_is_written_once_and_in_order(stderr
         for n in range(500):
             log.info("thread %d line %d", thread, n)
 
-    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(write, 4)
     finish()
     lines = [line for line in stderr().splitlines() if " tokens.audit " in line]
     assert len(lines) == 2000
@@ -225,11 +230,7 @@ def test_through_a_pipe_every_thread_s_lines_arrive_whole_and_in_order(
             else:
                 log.info("thread %d line %d", thread, n)
 
-    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(write, 4)
     finish()
     assert audit.not_written() == failed_before
     stream.close()
