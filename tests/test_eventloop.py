@@ -160,3 +160,27 @@ def test_a_descriptor_closed_and_reused_by_a_new_connection_is_watched_afresh(
     watcher.turn(1)
     assert new.events == ["read"]
     new_peer.close()
+
+
+def test_a_connection_closed_by_a_worker_thread_while_the_loop_looks_at_it_does_not_stop_the_loop(
+    loop: tuple[Any, dict[int, Any]],
+) -> None:
+    """waitress closes a connection on a worker thread when a write there fails; if that lands
+    between the loop finding the connection and registering it with epoll, epoll refuses the
+    closed descriptor. The loop carries on, and the other connections are served."""
+    watcher, socket_map = loop
+    watcher.turn(0)
+    closing, closing_peer = pair(socket_map)
+
+    def readable_then_closed() -> bool:
+        closing.socket.close()  # as the worker thread would, just after the loop's lookup
+        return True
+
+    closing.readable = readable_then_closed  # type: ignore[method-assign]
+    other, other_peer = pair(socket_map)
+    other_peer.send(b"x")
+    watcher.turn(1)
+    watcher.turn(1)
+    assert other.events == ["read"]
+    closing_peer.close()
+    other_peer.close()

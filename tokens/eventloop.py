@@ -149,12 +149,22 @@ class Watcher:
             if known is None:
                 self._watched[fd] = (dispatcher, 0)
             return
-        if not registered:
-            self._epoll.register(fd, wanted)
-        elif not wanted:
-            self._epoll.unregister(fd)
-        else:
-            self._epoll.modify(fd, wanted)
+        try:
+            if not registered:
+                self._epoll.register(fd, wanted)
+            elif not wanted:
+                self._epoll.unregister(fd)
+            else:
+                self._epoll.modify(fd, wanted)
+        except OSError:
+            # Closed meanwhile by a worker thread (waitress closes a connection whose write fails
+            # there), its number perhaps taken already by another socket: forget it and look
+            # again on the next turn, when the map says whose the number is.
+            self._watched.pop(fd, None)
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+            self._again.add(fd)
+            return
         self._watched[fd] = (dispatcher, wanted)
 
     def _forget(self, fd: int) -> None:
