@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -263,6 +264,42 @@ def test_with_a_full_pipe_an_audit_record_fails_by_the_deadline_instead_of_block
     with pytest.raises(audit.AuditNotWritten):
         audit.emit(record())
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_record_refused_while_the_disk_was_full_never_appears_once_there_is_room(
+    stderr: Callable[[], str], tmp_path: Path
+) -> None:
+    """Its request answered 500 with no token: written later, the record would say it was issued."""
+    descriptor = os.open("/dev/full", os.O_WRONLY)
+    stream = os.fdopen(descriptor, "w", encoding="utf-8")
+    finish = logs.configure(stream)
+    with pytest.raises(audit.AuditNotWritten):
+        audit.emit(record(1))
+    log_file = tmp_path / "log"
+    room = os.open(log_file, os.O_WRONLY | os.O_CREAT)
+    os.dup2(room, descriptor)  # the disk has room again, under the same descriptor
+    os.close(room)
+    audit.emit(record(2))
+    logging.getLogger("tokens.service").info("an ordinary line")
+    finish()
+    stream.close()
+    written = log_file.read_text()
+    assert '"userId":"dl_2"' in written
+    assert "an ordinary line" in written
+    assert '"userId":"dl_1"' not in written
+
+
+def test_a_batch_goes_to_the_stream_in_pieces_a_pipe_takes_whole() -> None:
+    """Several worker processes share standard error: a write of more than PIPE_BUF bytes to a
+    pipe may be interleaved with another process's, and a line cut in two is no record."""
+    lines = b"".join(b"%d %s\n" % (n, b"x" * (n * 37 % 900)) for n in range(300))
+    pieces = list(logs._pieces(lines))
+    assert b"".join(pieces) == lines
+    assert all(len(piece) <= logs.PIPE_BUF and piece.endswith(b"\n") for piece in pieces)
+    assert len(pieces) < 300 / 2  # still many lines to a write
+    long_line = b"y" * (logs.PIPE_BUF * 2) + b"\n"
+    assert list(logs._pieces(b"a\n" + long_line + b"b\n")) == [b"a\n", long_line, b"b\n"]
 
 
 def test_an_audit_record_outside_a_confirming_log_is_simply_logged(caplog: pytest.LogCaptureFixture) -> None:

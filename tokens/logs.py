@@ -19,12 +19,13 @@ says whether every audit record reached the stream; the server calls it when it 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import select
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any, NamedTuple
 
 from tokens import audit
@@ -33,9 +34,14 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 MAX_QUEUED = 10_000  # lines; each about 300 bytes
 MAX_BATCH = 256  # lines written with one write and one flush
 ROOM_POLL_SECONDS = 0.01  # how often an audit record that found the queue full looks again
-# A line written on its own thread is at most this long: at most 4 bytes a character, under the 4096
-# (PIPE_BUF, a page) that a pipe which polls writable takes without blocking.
-DIRECT_MAX_CHARS = 1000
+# A pipe takes a write of up to PIPE_BUF bytes whole (POSIX: at least 512; 4096 on Linux), and one
+# that polls writable takes it without blocking.
+if sys.platform == "win32":
+    PIPE_BUF = 4096
+else:
+    PIPE_BUF = select.PIPE_BUF
+# A line written on its own thread is at most this long: at most 4 bytes a character, under PIPE_BUF.
+DIRECT_MAX_CHARS = (PIPE_BUF - 1) // 4
 STOP_SECONDS = 10.0  # for the last lines to be written when the server stops
 
 
@@ -61,13 +67,15 @@ class _Writer:
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
+        self._descriptor = _descriptor(stream)
+        self._encoding = getattr(stream, "encoding", None) or "utf-8"
         self.lock = threading.Lock()
         self.writing_since: float | None = None  # set while a write is under way: a stalled reader
         self.dropped = 0  # ordinary lines that found the queue full, not yet reported
         self._dropped_lock = threading.Lock()
         self.pending = 0  # lines queued, or taken by the writer thread, and not written yet
         self._pending_lock = threading.Lock()
-        self._ready = _readiness(stream)
+        self._ready = None if self._descriptor is None else _readiness(self._descriptor)
 
     def queued(self) -> None:
         with self._pending_lock:
@@ -90,8 +98,7 @@ class _Writer:
             if self.pending or self.dropped or not self._ready():
                 return None
             try:
-                self.stream.write(line + "\n")
-                self.stream.flush()
+                self._put(line + "\n")
             except Exception:
                 audit.trail_failing.set()
                 return False
@@ -117,8 +124,7 @@ class _Writer:
             lines.append(line + "\n")
         self.writing_since = time.monotonic()
         try:
-            self.stream.write("".join(lines))
-            self.stream.flush()
+            self._put("".join(lines))
         except Exception:
             audit.trail_failing.set()
             for confirmation in confirmations:
@@ -129,6 +135,21 @@ class _Writer:
         audit.trail_failing.clear()
         for confirmation in confirmations:
             confirmation.settle(written=True)
+
+    def _put(self, text: str) -> None:
+        """Write and flush. Where the stream has a descriptor (POSIX), straight to it: a write
+        that fails then leaves nothing in the stream's buffer to go out with a later line (a
+        record whose request was refused must never appear afterwards, as if issued), and the
+        lines go in pieces of at most PIPE_BUF bytes, cut between lines, which a pipe shared by
+        several worker processes takes whole, never interleaved with another's."""
+        if self._descriptor is None:
+            self.stream.write(text)
+            self.stream.flush()
+            return
+        for piece in _pieces(text.encode(self._encoding, "backslashreplace")):
+            unwritten = memoryview(piece)
+            while unwritten:
+                unwritten = unwritten[os.write(self._descriptor, unwritten) :]
 
     def count_dropped(self) -> None:
         with self._dropped_lock:
@@ -233,17 +254,24 @@ class _Listener:
         return not self._thread.is_alive()
 
 
-def _readiness(stream: IO[str]) -> Callable[[], bool] | None:
-    """Whether the stream takes a short write at once, asked without waiting (poll); None where
-    that cannot be asked: a stream with no descriptor (a test's), or Windows, where poll() exists
+def _descriptor(stream: IO[str]) -> int | None:
+    """The stream's file descriptor, to write to directly; None for a stream with none (a
+    test's) and on Windows, where the console wants its own stream's writes and poll() exists
     for sockets only."""
     if sys.platform == "win32":
         return None
     else:  # each platform its own branch, for the type checker
         try:
-            descriptor = stream.fileno()
+            return stream.fileno()
         except (AttributeError, OSError, ValueError):
             return None
+
+
+def _readiness(descriptor: int) -> Callable[[], bool]:
+    """Whether the descriptor takes a short write at once, asked without waiting."""
+    if sys.platform == "win32":
+        raise NotImplementedError  # never asked: _descriptor is None there
+    else:  # each platform its own branch, for the type checker
         poller = select.poll()
         poller.register(descriptor, select.POLLOUT)
 
@@ -251,6 +279,20 @@ def _readiness(stream: IO[str]) -> Callable[[], bool] | None:
             return any(events & select.POLLOUT for _, events in poller.poll(0))
 
         return ready
+
+
+def _pieces(data: bytes) -> Iterator[bytes]:
+    """`data` in pieces of at most PIPE_BUF bytes, each ending at the end of a line; a longer line
+    is a piece by itself."""
+    start = 0
+    while len(data) - start > PIPE_BUF:
+        end = data.rfind(b"\n", start, start + PIPE_BUF) + 1
+        if end <= start:  # no line ends within PIPE_BUF: this line goes whole, as it can
+            end = data.find(b"\n", start + PIPE_BUF) + 1 or len(data)
+        yield data[start:end]
+        start = end
+    if start < len(data):
+        yield data[start:]
 
 
 def stderr_handler() -> logging.Handler:
