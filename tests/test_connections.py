@@ -3,13 +3,25 @@ shows it at work against attackers over real connections."""
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 
-from tokens.connections import MAX_REQUEST_HEADER, AddressCount, Guard, LinearHeaderParser
+from tokens.connections import (
+    MAX_REQUEST_HEADER,
+    AddressCount,
+    Guard,
+    LinearHeaderParser,
+    close_overdue,
+    make_room,
+)
 
 REQUEST = (
     b"POST /api/directline/token?x=1 HTTP/1.1\r\nHost: example.com\r\nContent-Type: application/json\r\n"
@@ -94,3 +106,82 @@ def test_a_closed_connection_gives_its_place_back() -> None:
 def test_behind_a_proxy_nothing_is_capped() -> None:
     count = AddressCount(Guard(per_address=None))
     assert all(count.add(count.network("192.0.2.1")) for _ in range(1000))
+
+
+# -- which connection gives its place up: real waitress channels on socket pairs ----------------------
+
+
+class Full:
+    """A server process whose every place is taken, with a client waiting on its listener."""
+
+    def __init__(self) -> None:
+        self.map: dict[int, Any] = {}
+        self.server: Any = SimpleNamespace(active_channels={})  # all a channel asks of its server
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.waiting = socket.create_connection(self.listener.getsockname())  # never accepted
+        self.peers: list[socket.socket] = []
+
+    def channel(self, **state: Any) -> Any:
+        ours, theirs = socket.socketpair()
+        self.peers.append(theirs)
+        channel = HTTPChannel(self.server, ours, ("192.0.2.1", 1), adjustments(), self.map)
+        for name, value in state.items():
+            setattr(channel, name, value)
+        return channel
+
+    def make_room(self) -> bool:
+        return make_room(self.map, len(self.map), [self.listener])
+
+    def close(self) -> None:
+        for channel in list(self.map.values()):
+            channel.close()
+        for sock in [self.listener, self.waiting, *self.peers]:
+            sock.close()
+
+
+@pytest.fixture
+def full() -> Iterator[Full]:
+    server = Full()
+    yield server
+    server.close()
+
+
+def test_the_connection_idle_longest_gives_its_place_up_first(full: Full) -> None:
+    now = time.time()
+    recent = full.channel(last_activity=now - 1)
+    longest = full.channel(last_activity=now - 50)
+    arriving = full.channel(request=object(), request_started=now - 100)
+    assert full.make_room()
+    assert not longest.connected
+    assert recent.connected and arriving.connected
+
+
+def test_a_request_in_service_keeps_its_place(full: Full) -> None:
+    serving = full.channel(requests=[object()], last_activity=0.0)
+    assert not full.make_room()
+    assert serving.connected
+
+
+def test_an_answer_its_client_will_not_read_gives_its_place_up_after_idle_and_arriving_ones(
+    full: Full,
+) -> None:
+    """A client that reads its answer a byte at a time keeps waitress's idle clock fresh forever:
+    without this, such connections could hold every place."""
+    now = time.time()
+    unread = full.channel(total_outbufs_len=23_000, creation_time=now - 500, last_activity=now)
+    arriving = full.channel(request=object(), request_started=now - 1)
+    assert full.make_room()
+    assert not arriving.connected and unread.connected
+    assert full.make_room()
+    assert not unread.connected
+
+
+def test_a_request_the_server_has_not_been_reading_is_not_overdue(full: Full) -> None:
+    """The start of a second request came with the first; waitress reads no more of it while it
+    answers the first, so its deadline does not run out meanwhile."""
+    answering = full.channel(request=object(), request_due=time.time() - 1, total_outbufs_len=500)
+    late = full.channel(request=object(), request_due=time.time() - 1)
+    full.map[-1] = SimpleNamespace()  # the listener and waitress's trigger are in the map too
+    assert close_overdue(full.map, time.time()) == [late]
+    del full.map[-1]
+    assert not answering.will_close

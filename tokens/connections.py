@@ -10,8 +10,9 @@ this module is how `serve` keeps them:
   channel in tokens/server.py keeps that clock);
 - when every place is taken and a new client is waiting to connect, the place of a connection that
   is doing nothing is given to it: the one idle longest, else the request that began arriving
-  longest ago (`make_room`). Holding idle connections then buys an attacker nothing, however fast
-  they reconnect: a waiting client always goes first;
+  longest ago, else the oldest connection whose answer its client is not reading (`make_room`).
+  Holding connections then buys an attacker nothing, however fast they reconnect or however slowly
+  they read: a waiting client always goes first. Only a request in service keeps its place;
 - headers are scanned once (`LinearHeaderParser`), so a client trickling a large header costs time
   in proportion to what it sends, not to its square, and they may be at most MAX_REQUEST_HEADER long.
 """
@@ -147,8 +148,12 @@ def close_overdue(socket_map: Mapping[int, Any], now: float) -> list[Any]:
     turn a look at every connection."""
     overdue = []
     for channel in list(socket_map.values()):
-        due: float | None = getattr(channel, "request_due", None)
-        if due is not None and now > due and not channel.requests and not channel.will_close:
+        due: float | None = getattr(channel, "request_due", None)  # only our channels have one
+        if due is None or now <= due:
+            continue
+        # Not while the server itself is not reading it: a request in service, or an answer going
+        # out, holds back the rest of a request that followed on the same connection.
+        if not (channel.requests or channel.total_outbufs_len or channel.will_close):
             channel.will_close = True
             overdue.append(channel)
     return overdue
@@ -156,8 +161,16 @@ def close_overdue(socket_map: Mapping[int, Any], now: float) -> list[Any]:
 
 def _idleness(channel: Any) -> tuple[int, float] | None:
     """How little a channel is doing, as a sort key (smaller gives its place up first), or None when
-    it must not be closed: a request of it is in service or its answer is still going out."""
-    if channel.will_close or channel.close_when_flushed or channel.requests or channel.total_outbufs_len:
+    it must not be closed: a request of it is in service (its worker thread writes to it), or it
+    is closing already."""
+    if channel.requests:
+        return None
+    if channel.total_outbufs_len:
+        # An answer still going out: gone in a moment to a client that reads, held for as long as
+        # it likes by one that reads a byte at a time (each byte makes it look active to waitress's
+        # idle timeout). After the idle and the arriving ones, the oldest of these goes first.
+        return (2, float(channel.creation_time))
+    if channel.will_close or channel.close_when_flushed:
         return None
     if channel.request is None:  # kept alive between requests, or nothing sent yet
         return (0, float(channel.last_activity))

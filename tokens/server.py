@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from tokens import routes
 from tokens.body import MAX_BODY_BYTES
@@ -501,9 +501,16 @@ def _waitress(app: WSGIApplication, sockets: list[socket.socket], threads: int, 
         def service(self) -> None:
             if watcher is None:
                 super().service()
-                return
-            with watcher.serving(self):  # the loop is woken about this connection when it is done
-                super().service()
+            else:
+                with watcher.serving(self):  # the loop is woken about this connection when it is done
+                    super().service()
+            # requests_lock (not in waitress's stubs) is held by the loop while it reads a request.
+            with cast(Any, self).requests_lock:
+                if self.request is not None:
+                    # The start of the next request came with this one, and waitress did not read
+                    # the rest while serving: its clock starts now, not when the server stopped reading.
+                    self.request_started = time.time()
+                    self.request_due = self.request_started + guard.request_timeout
 
         def del_channel(self, map: Any = None) -> None:
             # Every way a channel is closed ends here (waitress's handle_close skips close()).
