@@ -27,7 +27,6 @@ invocation, which bound what the numbers for the real app can mean.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import secrets
 import subprocess
@@ -38,11 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from benchmarks.fake_directline import started_fake
 from benchmarks.inprocess import TOKEN_BODY, TOKEN_HEADERS
 from benchmarks.processes import cpu_seconds
 from benchmarks.stats import percentile, ratio
+from benchmarks.validity import ceiling_rps
 from tests.certs import CertFiles, make_certificate
-from tests.fakes import running_fake
 from tests.functions_host.host import RUNTIME_PYTHON, FunctionsHost, worker_environment
 from tokens.settings import DEFAULT_CONCURRENCY
 
@@ -137,7 +137,7 @@ class FlexLevel:
     @property
     def ideal_per_second(self) -> float:
         """N invocations each waiting only for Direct Line: N / delay."""
-        return ratio(self.concurrency * 1000, self.delay_ms) if self.delay_ms else math.nan
+        return ceiling_rps(self.concurrency, self.delay_ms)
 
     @property
     def worker_cpu_ms(self) -> float:
@@ -186,8 +186,8 @@ def measure_flex(plan: FlexPlan, work: Path, app_settings: AppSettings) -> FlexR
     secret = "bench-" + secrets.token_urlsafe(24)
     levels: list[FlexLevel] = []
     for delay_ms in plan.delays_ms:
-        with running_fake(certs, secret, delay_ms) as endpoint:
-            settings = app_settings(endpoint, secret, certs)
+        with started_fake(certs, secret, delay_ms) as fake:
+            settings = app_settings(fake.endpoint, secret, certs)
             with contextlib.ExitStack() as stack:
                 setups = [_Setup("token", delay_ms, threads) for threads in plan.threads]
                 hosts = [stack.enter_context(_worker(ROOT, settings, setup, work)) for setup in setups]
@@ -347,18 +347,25 @@ def _curve(result: FlexResult, delay: float, threads: int | None) -> list[str]:
             f"{level.invocations:,}",
             f"{level.per_second:.0f}",
             f"{ratio(level.per_second, level.ideal_per_second) * 100:.0f} %",
-            f"{level.p50_ms:.1f}",
-            f"{level.p99_ms:.1f}",
-            f"{level.worker_cpu_ms:.2f}",
-            f"{level.worker_busy:.2f}",
-            f"{level.host_cpu_ms:.2f}",
-            str(level.errors),
+            *_cost_cells(level),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     knee = knee_of(curve)
     if knee is not None:
         lines += ["", f"- {knee}"]
     return [*lines, ""]
+
+
+def _cost_cells(level: FlexLevel) -> list[str]:
+    """A level's latency, CPU and error cells, as both of the section's tables show them."""
+    return [
+        f"{level.p50_ms:.1f}",
+        f"{level.p99_ms:.1f}",
+        f"{level.worker_cpu_ms:.2f}",
+        f"{level.worker_busy:.2f}",
+        f"{level.host_cpu_ms:.2f}",
+        str(level.errors),
+    ]
 
 
 def knee_of(curve: tuple[FlexLevel, ...]) -> str | None:
@@ -389,12 +396,7 @@ def _ceiling_lines(result: FlexResult) -> list[str]:
             str(level.threads if level.threads is not None else result.default_threads),
             f"{level.invocations:,}",
             f"{level.per_second:.0f}",
-            f"{level.p50_ms:.1f}",
-            f"{level.p99_ms:.1f}",
-            f"{level.worker_cpu_ms:.2f}",
-            f"{level.worker_busy:.2f}",
-            f"{level.host_cpu_ms:.2f}",
-            str(level.errors),
+            *_cost_cells(level),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]

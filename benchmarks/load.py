@@ -151,7 +151,7 @@ def run_python(
                     return
                 sent = time.perf_counter()
                 try:
-                    conn.request("POST", parts.path, body=body, headers=dict(headers))
+                    conn.request("POST", parts.path, body=body, headers=headers)
                     response = conn.getresponse()
                     response.read()
                     ok = response.status == 200

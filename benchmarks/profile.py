@@ -29,11 +29,11 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from benchmarks.fake_directline import started_fake
 from benchmarks.load import run_wrk, wrk_path
 from benchmarks.processes import Server, cpu_times, serve_command, started, token_url
 from benchmarks.run import app_settings
 from tests.certs import make_certificate
-from tests.fakes import running_fake
 from tests.served import child_environment, free_port
 
 # (part, the source files that belong to it: a directory ends in "/"), first match wins. py-spy names
@@ -83,8 +83,8 @@ def profile(seconds: float, concurrency: int, workers: int, threads: int, delay_
         work = Path(temp)
         certs = make_certificate(work)
         secret = "bench-" + secrets.token_urlsafe(24)
-        with running_fake(certs, secret, delay_ms) as endpoint:
-            env = child_environment(app_settings(endpoint, secret, certs))
+        with started_fake(certs, secret, delay_ms) as fake:
+            env = child_environment(app_settings(fake.endpoint, secret, certs))
             port = free_port()
             flags = ("--workers", str(workers), "--threads", str(threads))
             with started(env, Server(serve_command(port, *flags), port, work / "serve.log")) as (serve,):

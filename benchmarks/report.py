@@ -281,12 +281,11 @@ def _validity(results: Results) -> list[str]:
         f"| at least {_percent(VALID_SHARE)} |",
         "| ---: | ---: | ---: | ---: | --- |",
     ]
+    short, judged = dict(verdict.shortfalls), verdict.state is not State.NOT_JUDGED
     for level in throughput.node:
         c, share = level.load.concurrency, level.share(delay)
         if c <= JUDGED_UP_TO:
-            passed = "yes" if share >= VALID_SHARE else "**no**"
-            if verdict.state is State.NOT_JUDGED:
-                passed = "not judged"
+            passed = ("**no**" if c in short else "yes") if judged else "not judged"
             cells = [str(c), f"{ceiling_rps(c, delay):,.0f}", f"{level.load.rps:,.0f}", percent(share)]
             lines.append("| " + " | ".join([*cells, passed]) + " |")
     return [*lines, "", f"**Verdict: {verdict.reason}.**", ""]

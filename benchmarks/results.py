@@ -26,6 +26,13 @@ SECTION_PROFILE = "## Profile of the app's token function"
 T = TypeVar("T")
 
 
+def serve_shape(concurrency: int, workers: int | None = None) -> tuple[int, int]:
+    """serve as tuned for throughput (docs/hosted-mode.md): a process per CPU and one more (unless
+    told), and a thread for every caller of `concurrency` among them; (workers, threads)."""
+    workers = workers or (os.cpu_count() or 1) + 1
+    return workers, -(-concurrency // workers)
+
+
 @dataclass(frozen=True)
 class Plan:
     mode: str  # "full", "quick" or "smoke"
@@ -54,9 +61,7 @@ class Plan:
             return {"full": full, "quick": quick, "smoke": smoke}[mode]
 
         concurrency = by_mode((1, 8, 32, 64), (1, 8, 32, 64), (1, 64))
-        # serve as tuned for throughput (docs/hosted-mode.md): a process per CPU and one more, and a
-        # thread for every caller of the highest concurrency.
-        workers = (os.cpu_count() or 1) + 1
+        workers, threads = serve_shape(max(concurrency))
         return cls(
             mode=mode,
             delay_ms=delay_ms,
@@ -71,7 +76,7 @@ class Plan:
             warmup_seconds=by_mode(2.0, 1.0, 0.0),
             python_load_only=by_mode(False, False, True),
             serve_workers=workers,
-            serve_threads=-(-max(concurrency) // workers),
+            serve_threads=threads,
             memory_checkpoints=by_mode((100, 1_000, 5_000, 10_000, 15_000, 20_000), (100, 1_000), (25, 50)),
             memory_concurrency=8,
             settle_seconds=by_mode(0.2, 0.2, 0.01),
@@ -94,19 +99,15 @@ class Level:
 
     @property
     def cpu_ms_per_request(self) -> float:
-        return _per_request(self.server_cpu_seconds, self.load.requests)
+        return ratio(self.server_cpu_seconds * 1000, self.load.requests)
 
     @property
     def fake_cpu_ms_per_request(self) -> float:
-        return _per_request(self.fake_cpu_seconds, self.load.requests)
+        return ratio(self.fake_cpu_seconds * 1000, self.load.requests)
 
     def share(self, delay_ms: float) -> float:
         """Requests/s as a share of the c / delay ceiling."""
         return share_of_ceiling(self.load.rps, self.load.concurrency, delay_ms)
-
-
-def _per_request(cpu_seconds: float, requests: int) -> float:
-    return cpu_seconds * 1000 / requests if requests else math.nan
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ down in docs/benchmarks.md, not part of `python -m benchmarks`.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import shutil
 import sys
@@ -28,8 +27,10 @@ from pathlib import Path
 from benchmarks.fake_directline import started_fake
 from benchmarks.load import LoadResult, run_wrk, wrk_path
 from benchmarks.processes import Server, cpu_seconds, node_command, serve_command, started, token_url
+from benchmarks.results import serve_shape
 from benchmarks.run import app_settings
 from benchmarks.stats import ratio
+from benchmarks.validity import ceiling_rps, share_of_ceiling
 from tests.certs import make_certificate
 from tests.served import child_environment, free_port
 
@@ -77,7 +78,7 @@ def compare(
                         before = cpu_seconds(pid)
                         load = run_wrk(token_url(server.port), concurrency, seconds, wrk)
                         measured[name].append((load, cpu_seconds(pid) - before))
-    ceiling = concurrency / (delay_ms / 1000)
+    ceiling = ceiling_rps(concurrency, delay_ms)
     node_rps = sum(load.rps for load, _ in measured["Node peer"]) / rounds
     lines = [
         f"wrk at c={concurrency}, {rounds} rounds of {seconds:g} s each in turn, fake at {delay_ms:g} ms "
@@ -94,8 +95,9 @@ def compare(
         p99 = sum(load.p99_ms for load, _ in runs) / rounds
         cpu_us = ratio(sum(used for _, used in runs), requests) * 1e6
         errors = sum(load.errors for load, _ in runs)
+        share = share_of_ceiling(rps, concurrency, delay_ms)
         lines.append(
-            f"| {name} | {rps:,.0f} | {rps / ceiling:.0%} | {ratio(rps, node_rps):.2f} "
+            f"| {name} | {rps:,.0f} | {share:.0%} | {ratio(rps, node_rps):.2f} "
             f"| {p50:.1f} | {p99:.1f} | {cpu_us:,.0f} | {errors} |"
         )
     return "\n".join(lines)
@@ -111,12 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--delay-ms", type=float, default=20.0)
-    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1)
+    parser.add_argument("--workers", type=int, help="default: one per CPU and one more")
     parser.add_argument("--threads", type=int, help="default: the concurrency shared among the workers")
     args = parser.parse_args(argv)
-    threads = args.threads or -(-args.concurrency // args.workers)
+    workers, threads = serve_shape(args.concurrency, args.workers)
+    threads = args.threads or threads
     table = compare(
-        args.seconds, args.concurrency, args.rounds, args.delay_ms, workers=args.workers, threads=threads
+        args.seconds, args.concurrency, args.rounds, args.delay_ms, workers=workers, threads=threads
     )
     print(table)
     return 0

@@ -19,13 +19,12 @@ The variants users meet, as attributes a test sets, each modelled on Direct Line
 - `token_ttl`: the tokens' `expires_in`: 1800 in Direct Line's documented examples, 3600 for
   Copilot Studio agents.
 
-The benchmarks use a cheaper fake of their own, in a process of its own (`running_fake` below,
-benchmarks/fake_directline.py).
+The benchmarks use a cheaper fake of their own, in a process of its own
+(benchmarks/fake_directline.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import json
@@ -35,7 +34,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -348,21 +347,6 @@ def _refusing_port() -> int:
 
 
 _held_sockets: list[socket.socket] = []
-
-
-# -- as a process of its own (the benchmarks) ----------------------------------------------------
-
-
-@contextlib.contextmanager
-def running_fake(certs: CertFiles, secret: str, delay_ms: float) -> Iterator[str]:
-    """The benchmarks' fake Direct Line over TLS in a process of its own, answering `tokens/generate`
-    after `delay_ms`; yields its base URL. It is benchmarks/fake_directline.py, one asyncio loop far
-    cheaper than this module's thread per connection (why, in its docstring); `started_fake` there
-    also gives its process id, for its CPU time."""
-    from benchmarks.fake_directline import started_fake
-
-    with started_fake(certs, secret, delay_ms) as fake:
-        yield fake.endpoint
 
 
 # -- a fake Azure AI Speech token service (issueToken) ---------------------------------------------
