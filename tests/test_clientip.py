@@ -9,7 +9,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.hostile import PROPERTY, any_text
-from tokens.clientip import UNKNOWN, client_address, for_audit, rate_limit_network
+from tokens.clientip import UNKNOWN, client_of, rate_limit_network
+
+
+def client_address(forwarded_for: str | None, trusted_hops: int, peer: str | None = None) -> str:
+    """The client address `client_of` finds, as text; `unknown` when there is none."""
+    ip = client_of(forwarded_for, trusted_hops, peer).ip
+    return str(ip) if ip else UNKNOWN
+
+
+def for_audit(address: str, mode: str) -> str | None:
+    """How the audit record shows a caller at `address` (its peer address, no proxy)."""
+    return client_of(None, 0, peer=address).for_audit(mode)
+
 
 # -- one entry, every spelling ---------------------------------------------------------------------
 

@@ -88,12 +88,6 @@ def client_of(forwarded_for: str | None, trusted_hops: int, peer: str | None = N
     return Client(_parse(chosen) if chosen else None)
 
 
-def client_address(forwarded_for: str | None, trusted_hops: int, peer: str | None = None) -> str:
-    """`client_of`'s address as text; `unknown` when there is none."""
-    ip = client_of(forwarded_for, trusted_hops, peer).ip
-    return str(ip) if ip else UNKNOWN
-
-
 def rate_limit_network(address: str, ipv6_prefix: int = 64) -> str:
     """What an anonymous caller's allowance is counted on: the IPv4 address, or its IPv6 network
     (a /64 by default).
@@ -103,11 +97,6 @@ def rate_limit_network(address: str, ipv6_prefix: int = 64) -> str:
     hand out a /56 or a /48: stricter sites count by those (RATE_LIMIT_IPV6_PREFIX).
     """
     return _network(_parse(address), ipv6_prefix)
-
-
-def for_audit(address: str, mode: str) -> str | None:
-    """`full`, `truncated` (IPv4 last octet zeroed, IPv6 to /48) or `none` (not recorded)."""
-    return Client(_parse(address)).for_audit(mode)
 
 
 def _network(ip: IPAddress | None, ipv6_prefix: int) -> str:

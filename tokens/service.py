@@ -125,13 +125,13 @@ class TokenService:
         return self._audited("speech.token", request, self._speech, "speech")
 
     def preflight(self, request: Request) -> Response:
-        facts = self.facts(request)
-        if facts.origin is None:
+        origin, allowed = self._origin(request)
+        if origin is None:
             return Response(204, None, {"Allow": origins.CORS_ALLOW_METHODS, "Vary": "Origin"})
-        if not facts.origin_allowed:
-            self.refusals.refused(facts.origin, "a preflight")
+        if not allowed:
+            self.refusals.refused(origin, "a preflight")
             return _varies(error_response(OriginNotAllowed()))
-        return Response(204, None, origins.preflight_headers(facts.origin))
+        return Response(204, None, origins.preflight_headers(origin))
 
     def health(self, request: Request) -> Response:
         """The settings are valid; and whether Direct Line is answering, as the circuit breaker has
@@ -140,12 +140,12 @@ class TokenService:
         if audit.trail_failing.is_set():
             # An instance that cannot write its audit trail issues nothing: take it out of rotation.
             failing = {"status": "failing", "auditLog": "not written", "directLine": direct_line}
-            return _with_cors(self.facts(request), json_response(503, failing))
+            return _with_cors(*self._origin(request), json_response(503, failing))
         body: dict[str, Any] = {"status": "ok", "directLine": direct_line}
         warnings = [problem.setting for problem in browser_problems(self.settings)]
         if warnings:
             body["warnings"] = warnings
-        return _with_cors(self.facts(request), json_response(200, body))
+        return _with_cors(*self._origin(request), json_response(200, body))
 
     def warm_up(self, *, past_due: bool) -> None:
         warmup.ping(self.settings.warmup_url, past_due=past_due)
@@ -153,14 +153,17 @@ class TokenService:
     def facts(self, request: Request) -> Facts:
         settings = self.settings
         client = client_of(request.header("x-forwarded-for"), settings.trusted_proxy_hops, request.peer)
+        return Facts(client, client.limit_key(settings.rate_limit_ipv6_prefix), *self._origin(request))
+
+    def _origin(self, request: Request) -> tuple[str | None, bool]:
+        """The request's Origin and whether it is allowed (also when there is none: a server,
+        curl); all that preflight and health need, without the client address."""
         origin = request.header("origin")
-        allowed = origin is None or origins.is_allowed(origin, settings.allowed_origins)
-        return Facts(client, client.limit_key(settings.rate_limit_ipv6_prefix), origin, allowed)
+        return origin, origin is None or origins.is_allowed(origin, self.settings.allowed_origins)
 
     # -- steps: each raises a ServiceError to refuse ------------------------------------------
 
     def _issue(self, request: Request, facts: Facts, outcome: _Outcome) -> Response:
-        self._check_origin(facts)
         body = parse_token_body(request.body, request.header("content-type"))
         caller = self.identity.identify(request.headers, body)
         outcome.user_id = caller.user_id
@@ -179,7 +182,6 @@ class TokenService:
         return json_response(200, payload)
 
     def _resume(self, request: Request, facts: Facts, outcome: _Outcome) -> Response:
-        self._check_origin(facts)
         body = parse_resume_body(request.body, request.header("content-type"))
         caller = self.identity.identify(request.headers, body)
         outcome.user_id = caller.user_id
@@ -217,7 +219,6 @@ class TokenService:
         return json_response(200, payload)
 
     def _speech(self, request: Request, facts: Facts, outcome: _Outcome) -> Response:
-        self._check_origin(facts)
         if self.speech is None:
             raise SpeechNotConfigured()
         body = parse_token_body(request.body, request.header("content-type"))
@@ -230,7 +231,6 @@ class TokenService:
         )
 
     def _refresh(self, request: Request, facts: Facts, outcome: _Outcome) -> Response:
-        self._check_origin(facts)
         if len(request.body) > MAX_BODY_BYTES:
             raise PayloadTooLarge()
         token = bearer_token(request.headers)
@@ -273,6 +273,7 @@ class TokenService:
         reason: str | None = None
         try:
             self.limiter.refuse_if_spent(facts.address_key, pool)
+            self._check_origin(facts)
             response = step(request, facts, outcome)
         except ServiceError as error:
             denied = isinstance(error, RequestError) and not isinstance(error, RateLimited)
@@ -303,14 +304,14 @@ class TokenService:
         except audit.AuditNotWritten:
             # No token leaves without its audit record: the caller gets the error instead.
             response = error_response(Misconfigured(_AUDIT_NOT_WRITTEN))
-        return _with_cors(facts, response)
+        return _with_cors(facts.origin, facts.origin_allowed, response)
 
 
-def _with_cors(facts: Facts, response: Response) -> Response:
+def _with_cors(origin: str | None, allowed: bool, response: Response) -> Response:
     """Every response to an allowed origin carries the CORS headers, errors included, so that the
     page can read them; and every one says that another Origin could change it."""
-    if facts.origin is not None and facts.origin_allowed:
-        response.headers.update(origins.cors_headers(facts.origin))
+    if origin is not None and allowed:
+        response.headers.update(origins.cors_headers(origin))
     return _varies(response)
 
 
@@ -346,7 +347,7 @@ class MisconfiguredService:
         started = self._clock()
         record = audit.build_record(
             event=event,
-            status=500,
+            status=Misconfigured.status,
             user_id=None,
             conversation_id=None,
             auth_mode="unknown",
