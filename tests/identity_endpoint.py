@@ -12,18 +12,20 @@ test can make it a password its Redis accepts.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import jwt
+import pytest
 
-from tests.fakes import LoopbackServer, QuietHandler
+from tests.fakes import FakeDirectLine, LoopbackServer, QuietHandler
 
 HEADER = "test-identity-header-value"
 OBJECT_ID = "0b6c5c3a-6f1e-4b7e-9a56-1d2f3c4b5a69"
@@ -97,9 +99,19 @@ class ManagedIdentityEndpoint:
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, document: dict[str, Any]) -> None:
-        body = json.dumps(document).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        FakeDirectLine._send(handler, status, {}, json.dumps(document).encode())
+
+
+@contextlib.contextmanager
+def installed(monkeypatch: pytest.MonkeyPatch, **options: Any) -> Iterator[ManagedIdentityEndpoint]:
+    """An endpoint (`options` as ManagedIdentityEndpoint takes them) in the environment, as the
+    platform sets it, and no other managed-identity flavour there; closed afterwards."""
+    endpoint = ManagedIdentityEndpoint(**options)
+    try:
+        for name in OTHER_FLAVOURS:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in endpoint.environment().items():
+            monkeypatch.setenv(name, value)
+        yield endpoint
+    finally:
+        endpoint.close()

@@ -33,7 +33,7 @@ from tests.conftest import (
     token_request,
 )
 from tests.fakes import FakeClock, FakeDirectLine
-from tests.identity_endpoint import OTHER_FLAVOURS, ManagedIdentityEndpoint
+from tests.identity_endpoint import installed
 from tests.redis_server import RedisServer, add_user, running_redis
 from tests.served import ServedApp
 from tokens import redisauth
@@ -300,12 +300,7 @@ def test_the_apps_managed_identity_signs_in_with_the_identity_endpoints_token_an
     """The production path, Azure played by the test: redisauth's own provider (redis-entraid, msal)
     asks the stand-in identity endpoint, and the test's Redis takes each token it issues as the
     identity's password, as Azure's takes its Entra ID tokens."""
-    endpoint = ManagedIdentityEndpoint(on_issue=lambda user, token: add_user(signed_in_redis, user, token))
-    try:
-        for name, value in endpoint.environment().items():
-            monkeypatch.setenv(name, value)
-        for name in OTHER_FLAVOURS:
-            monkeypatch.delenv(name, raising=False)
+    with installed(monkeypatch, on_issue=lambda user, token: add_user(signed_in_redis, user, token)) as endpoint:
         monkeypatch.setenv("AZURE_CLIENT_ID", "5f2b9a1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b")
         # As though the test's Redis were Azure's (a rediss:// URL to *.redis.azure.net).
         monkeypatch.setattr(redisauth, "uses_entra_id", lambda url: True)
@@ -321,8 +316,6 @@ def test_the_apps_managed_identity_signs_in_with_the_identity_endpoints_token_an
         assert users == {"admin", endpoint.object_id}
         assert signed_in_redis.dbsize() == 2
         assert storage_errors(caplog) == []
-    finally:
-        endpoint.close()
 
 
 def test_an_identity_endpoint_that_does_not_answer_leaves_counting_to_this_process_briefly(
@@ -331,13 +324,8 @@ def test_an_identity_endpoint_that_does_not_answer_leaves_counting_to_this_proce
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    endpoint = ManagedIdentityEndpoint()
-    endpoint.hang = True
-    try:
-        for name, value in endpoint.environment().items():
-            monkeypatch.setenv(name, value)
-        for name in OTHER_FLAVOURS:
-            monkeypatch.delenv(name, raising=False)
+    with installed(monkeypatch) as endpoint:
+        endpoint.hang = True
         monkeypatch.setattr(redisauth, "uses_entra_id", lambda url: True)
         monkeypatch.setattr(redisauth, "IDENTITY_TIMEOUT", 0.2)
         limiter = RateLimiter(parse_limits("2/minute"), parse_limits("100/minute"), redis_server.url)
@@ -354,8 +342,6 @@ def test_an_identity_endpoint_that_does_not_answer_leaves_counting_to_this_proce
         [error] = storage_errors(caplog)
         assert "IdentityTokenError" in error.getMessage()
         assert signed_in_redis.dbsize() == 0
-    finally:
-        endpoint.close()
 
 
 def test_two_server_processes_count_together_through_a_credential_provider_with_no_password_in_the_url(

@@ -22,7 +22,7 @@ from redis.credentials import (
 )
 
 from tests.conftest import ROOT
-from tests.identity_endpoint import HEADER, OBJECT_ID, OTHER_FLAVOURS, ManagedIdentityEndpoint
+from tests.identity_endpoint import HEADER, OBJECT_ID, ManagedIdentityEndpoint, installed
 from tokens import redisauth
 from tokens.redisauth import (
     REDIS_RESOURCE,
@@ -40,13 +40,8 @@ AZURE_CACHE_FOR_REDIS = "rediss://cache-abc123.redis.cache.windows.net:6380"
 @pytest.fixture
 def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[ManagedIdentityEndpoint]:
     """The platform's identity endpoint, as msal finds it in Azure Functions."""
-    server = ManagedIdentityEndpoint()
-    for name in OTHER_FLAVOURS:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in server.environment().items():
-        monkeypatch.setenv(name, value)
-    yield server
-    server.close()
+    with installed(monkeypatch) as server:
+        yield server
 
 
 def _provider(client_id: str | None = CLIENT_ID) -> StreamingCredentialProvider:
@@ -182,12 +177,7 @@ def test_a_refused_token_request_is_a_connection_error_that_quotes_nothing_of_th
 def test_the_token_is_renewed_in_the_background_before_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     """redis-entraid's renewal, as redis-py subscribes to it: a new token arrives on its own, well
     before the first one expires (tokens of two seconds here; the identity's live for hours)."""
-    server = ManagedIdentityEndpoint(lifetimes=(2.0, 2.0, 2.0, 3600.0))
-    try:
-        for name in OTHER_FLAVOURS:
-            monkeypatch.delenv(name, raising=False)
-        for name, value in server.environment().items():
-            monkeypatch.setenv(name, value)
+    with installed(monkeypatch, lifetimes=(2.0, 2.0, 2.0, 3600.0)) as server:
         provider = _provider()
         renewed: list[str] = []
         arrived = threading.Event()
@@ -203,5 +193,3 @@ def test_the_token_is_renewed_in_the_background_before_it_expires(monkeypatch: p
         assert time.time() < first_expires
         assert renewed[0] != first
         assert renewed[0] in server.issued
-    finally:
-        server.close()

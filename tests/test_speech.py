@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ALLOWED, AuditLog, ServiceFactory, payload, token_request
 from tests.fakes import SPEECH_KEY, FakeClock, FakeSpeech
-from tests.identity_endpoint import OTHER_FLAVOURS, ManagedIdentityEndpoint
+from tests.identity_endpoint import ManagedIdentityEndpoint, installed
 from tokens.http import Response
 from tokens.service import TokenService
 from tokens.speech import REFRESH_BEFORE, Minted, SpeechTokens
@@ -34,13 +34,8 @@ def speech() -> Iterator[FakeSpeech]:
 
 @pytest.fixture
 def identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[ManagedIdentityEndpoint]:
-    endpoint = ManagedIdentityEndpoint(lifetimes=(7200.0,))
-    for name in OTHER_FLAVOURS:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in endpoint.environment().items():
-        monkeypatch.setenv(name, value)
-    yield endpoint
-    endpoint.close()
+    with installed(monkeypatch, lifetimes=(7200.0,)) as endpoint:
+        yield endpoint
 
 
 def key_mode(make_service: ServiceFactory, speech: FakeSpeech, **overrides: str) -> TokenService:
