@@ -30,6 +30,10 @@ class ServedApp:
     log_path: Path
 
     @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    @property
     def token_url(self) -> str:
         return f"{self.base_url}/api/directline/token"
 
@@ -94,11 +98,13 @@ def serving(
     ready_statuses: Collection[int] = (200,),
     cwd: Path | None = None,
     module: str = "tokens",
+    stderr: Any = subprocess.STDOUT,
 ) -> Iterator[ServedApp]:
     """Start `serve` on a free loopback port and wait until /api/health answers one of
     `ready_statuses`; stop it afterwards. It runs in `cwd`, by default the log's directory: never
     in the repository, whose own local.settings.json or .env (a developer's) would apply. `module`
-    is what `python -m` runs: `tokens`, or a test's launcher that takes the same command line."""
+    is what `python -m` runs: `tokens`, or a test's launcher that takes the same command line.
+    Standard error goes to the log with standard output, unless `stderr` says where else."""
     port = free_port()
     command = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port)]
     if threads is not None:
@@ -110,8 +116,7 @@ def serving(
     command += args
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, cwd=cwd or log_path.parent, env=child_environment(settings), stdout=log,
-            stderr=subprocess.STDOUT,
+            command, cwd=cwd or log_path.parent, env=child_environment(settings), stdout=log, stderr=stderr
         )
     try:
         app = ServedApp(process, f"http://127.0.0.1:{port}", log_path)

@@ -107,7 +107,7 @@ def test_body_over_the_limit_is_413(app: ServedApp) -> None:
 def _raw_error(app: ServedApp, headers: dict[str, str]) -> tuple[int, str, str, str]:
     """POST with these headers exactly (requests would correct framing ones); the answer's status,
     Cache-Control, error code and message."""
-    port = int(app.base_url.rsplit(":", 1)[1])
+    port = app.port
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     connection.putrequest("POST", "/api/directline/token", skip_accept_encoding=True)
     for name, value in headers.items():

@@ -9,7 +9,6 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,26 +22,15 @@ from tests.served import ServedApp
 TOKEN_PATH = "/api/directline/token"
 
 
-@pytest.fixture
-def upstream() -> Iterator[FakeDirectLine]:
-    fake = FakeDirectLine()
-    yield fake
-    fake.close()
-
-
-def port_of(app: ServedApp) -> int:
-    return int(app.base_url.rsplit(":", 1)[1])
-
-
 # -- a hanging Direct Line ---------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_while_direct_line_hangs_callers_get_a_fast_503_and_tokens_flow_again_once_it_is_back(
-    upstream: FakeDirectLine, tmp_path: Path
+    fake: FakeDirectLine, tmp_path: Path
 ) -> None:
-    upstream.fail_where(lambda recorded: Behaviour("hang", seconds=30))
-    with served(base_env(upstream.base_url, UPSTREAM_TIMEOUT="1"), tmp_path) as app:
+    fake.fail_where(lambda recorded: Behaviour("hang", seconds=30))
+    with served(base_env(fake.base_url, UPSTREAM_TIMEOUT="1"), tmp_path) as app:
 
         def caller(_: int) -> list[tuple[int, float, str | None]]:
             answers = []
@@ -62,7 +50,7 @@ def test_while_direct_line_hangs_callers_get_a_fast_503_and_tokens_flow_again_on
         assert len(fast) >= 0.8 * len(answers)
         assert "Direct Line circuit open" in app.log_text()
 
-        upstream.fail_where(lambda recorded: None)  # Direct Line is back
+        fake.fail_where(lambda recorded: None)  # Direct Line is back
         recovered_after = _seconds_until_a_token(app, limit=70)
     assert recovered_after < 60
 
@@ -104,14 +92,14 @@ def _closed_by_server(sock: socket.socket) -> bool:
 
 @pytest.mark.slow
 def test_hundreds_of_trickling_connections_do_not_keep_another_client_out(
-    upstream: FakeDirectLine, tmp_path: Path
+    fake: FakeDirectLine, tmp_path: Path
 ) -> None:
     """Slowloris from one address: its connections beyond the per-address cap are closed at once,
     the rest when their request is overdue, and meanwhile a client from another address gets its
     token."""
     args = ["--request-timeout", "3", "--per-address", "100"]
-    with served(base_env(upstream.base_url), tmp_path, args=args) as app:
-        tricklers = _trickle_open(port_of(app), TRICKLERS)
+    with served(base_env(fake.base_url), tmp_path, args=args) as app:
+        tricklers = _trickle_open(app.port, TRICKLERS)
         stop = threading.Event()
 
         def trickle() -> None:  # one more byte of the header, now and then: never idle, never done
@@ -125,7 +113,7 @@ def test_hundreds_of_trickling_connections_do_not_keep_another_client_out(
         try:
             time.sleep(0.5)
             started = time.monotonic()
-            client = http.client.HTTPConnection("127.0.0.1", port_of(app), timeout=5, source_address=("127.0.0.2", 0))
+            client = http.client.HTTPConnection("127.0.0.1", app.port, timeout=5, source_address=("127.0.0.2", 0))
             client.request("POST", TOKEN_PATH, body=b"{}", headers={"Content-Type": "application/json"})
             answer = client.getresponse()
             waited = time.monotonic() - started
@@ -145,21 +133,21 @@ def test_hundreds_of_trickling_connections_do_not_keep_another_client_out(
 
 
 def test_a_connection_that_sends_nothing_is_closed_after_the_request_deadline(
-    upstream: FakeDirectLine, tmp_path: Path
+    fake: FakeDirectLine, tmp_path: Path
 ) -> None:
     with (
-        served(base_env(upstream.base_url), tmp_path, args=["--request-timeout", "1"]) as app,
-        socket.create_connection(("127.0.0.1", port_of(app)), timeout=5) as silent,
+        served(base_env(fake.base_url), tmp_path, args=["--request-timeout", "1"]) as app,
+        socket.create_connection(("127.0.0.1", app.port), timeout=5) as silent,
     ):
         time.sleep(2.5)
         assert _closed_by_server(silent)
 
 
-def test_behind_a_proxy_connections_are_not_capped_per_address(upstream: FakeDirectLine, tmp_path: Path) -> None:
+def test_behind_a_proxy_connections_are_not_capped_per_address(fake: FakeDirectLine, tmp_path: Path) -> None:
     """With two trusted hops every connection comes from the proxy: a cap would throttle everyone."""
-    env = base_env(upstream.base_url, TRUSTED_PROXY_HOPS="2")
+    env = base_env(fake.base_url, TRUSTED_PROXY_HOPS="2")
     with served(env, tmp_path, args=["--per-address", "5"]) as app:
-        held = _trickle_open(port_of(app), 20)
+        held = _trickle_open(app.port, 20)
         try:
             time.sleep(0.3)
             assert not any(_closed_by_server(sock) for sock in held)
@@ -180,7 +168,7 @@ def _from_distinct_callers(app: ServedApp, first: int, count: int) -> list[int]:
     lock = threading.Lock()
 
     def send(start: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port_of(app), timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
         mine = []
         try:
             for n in range(first + start, first + count, 8):
@@ -210,11 +198,11 @@ def _from_distinct_callers(app: ServedApp, first: int, count: int) -> list[int]:
     [("refused by the global limit", "1/hour", 429, 4), ("allowed", "1000000/hour", 200, 20)],
 )
 def test_the_rate_limiter_keeps_little_per_caller_and_nothing_for_globally_refused_ones(
-    upstream: FakeDirectLine, tmp_path: Path, kind: str, global_limit: str, status: int, most_mib: int
+    fake: FakeDirectLine, tmp_path: Path, kind: str, global_limit: str, status: int, most_mib: int
 ) -> None:
     """Resident memory of serve after 20,000 distinct callers: a caller the global limit refuses
     leaves no state at all, an allowed one two small counters per limit."""
-    env = base_env(upstream.base_url, TRUSTED_PROXY_HOPS="2", RATE_LIMIT="10/minute;300/day", GLOBAL_RATE_LIMIT=global_limit)
+    env = base_env(fake.base_url, TRUSTED_PROXY_HOPS="2", RATE_LIMIT="10/minute;300/day", GLOBAL_RATE_LIMIT=global_limit)
     with served(env, tmp_path) as app:
         _from_distinct_callers(app, 0, 1000)  # warm-up: pools, caches, the allocator's first arenas
         before = app.rss_kib()
@@ -225,17 +213,17 @@ def test_the_rate_limiter_keeps_little_per_caller_and_nothing_for_globally_refus
     assert grown_mib <= most_mib, f"{kind}: VmRSS grew {grown_mib:.1f} MiB for {CALLERS:,} callers"
 
 
-def test_closed_connections_give_their_place_back(upstream: FakeDirectLine, tmp_path: Path) -> None:
-    with served(base_env(upstream.base_url), tmp_path, args=["--per-address", "3"]) as app:
+def test_closed_connections_give_their_place_back(fake: FakeDirectLine, tmp_path: Path) -> None:
+    with served(base_env(fake.base_url), tmp_path, args=["--per-address", "3"]) as app:
         statuses = [requests.post(app.base_url + TOKEN_PATH, json={}, timeout=5).status_code for _ in range(20)]
     assert statuses == [200] * 20
 
 
 def test_when_every_thread_is_busy_the_log_says_so_once_a_minute_not_once_a_request(
-    upstream: FakeDirectLine, tmp_path: Path
+    fake: FakeDirectLine, tmp_path: Path
 ) -> None:
-    upstream.fail_where(lambda recorded: Behaviour("hang", seconds=0.5))
-    env = base_env(upstream.base_url, UPSTREAM_TIMEOUT="5")
+    fake.fail_where(lambda recorded: Behaviour("hang", seconds=0.5))
+    env = base_env(fake.base_url, UPSTREAM_TIMEOUT="5")
     with served(env, tmp_path, args=["--threads", "1"]) as app:
 
         def ask(_: int) -> int:

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +18,10 @@ import requests
 
 from tests.conftest import ALLOWED, base_env
 from tests.fakes import FakeDirectLine
-from tests.served import child_environment, free_port, serving, stop_process
+from tests.served import serving
 
 SLOW_DIRECT_LINE = 12.0  # seconds: longer than the 5 + 5 s that serve once waited before it let go
 HEADERS = {"Origin": ALLOWED}
-
-
-@pytest.fixture
-def slow_upstream() -> Iterator[FakeDirectLine]:
-    fake = FakeDirectLine()
-    yield fake
-    fake.close()
 
 
 def _post(base_url: str, answers: list[Any]) -> None:
@@ -47,16 +38,16 @@ def _post(base_url: str, answers: list[Any]) -> None:
     ids=["SIGTERM, one worker", "SIGINT, one worker", "SIGTERM, two workers"],
 )
 def test_a_request_waiting_on_a_slow_direct_line_when_serve_stops_keeps_its_answer_and_its_record(
-    slow_upstream: FakeDirectLine, tmp_path: Path, stop: signal.Signals, workers: int
+    fake: FakeDirectLine, tmp_path: Path, stop: signal.Signals, workers: int
 ) -> None:
-    env = base_env(slow_upstream.base_url, UPSTREAM_TIMEOUT="20")
+    env = base_env(fake.base_url, UPSTREAM_TIMEOUT="20")
     with serving(env, tmp_path / "serve.log", workers=workers) as app:
-        slow_upstream.delay = SLOW_DIRECT_LINE
+        fake.delay = SLOW_DIRECT_LINE
         answers: list[Any] = []
         caller = threading.Thread(target=_post, args=(app.base_url, answers))
         caller.start()
         deadline = time.monotonic() + 10
-        while not slow_upstream.requests and time.monotonic() < deadline:  # the request is in flight
+        while not fake.requests and time.monotonic() < deadline:  # the request is in flight
             time.sleep(0.05)
         app.process.send_signal(stop)
         time.sleep(1.0)
@@ -71,8 +62,8 @@ def test_a_request_waiting_on_a_slow_direct_line_when_serve_stops_keeps_its_answ
     assert records[0]["conversationId"] == answer.json()["conversationId"]
 
 
-def test_serve_stops_at_once_when_nothing_is_in_flight(slow_upstream: FakeDirectLine, tmp_path: Path) -> None:
-    with serving(base_env(slow_upstream.base_url, UPSTREAM_TIMEOUT="20"), tmp_path / "serve.log") as app:
+def test_serve_stops_at_once_when_nothing_is_in_flight(fake: FakeDirectLine, tmp_path: Path) -> None:
+    with serving(base_env(fake.base_url, UPSTREAM_TIMEOUT="20"), tmp_path / "serve.log") as app:
         requests.post(f"{app.base_url}/api/directline/token", json={}, headers=HEADERS, timeout=10)
         started = time.monotonic()
         app.process.send_signal(signal.SIGTERM)
@@ -84,37 +75,20 @@ def test_serve_stops_at_once_when_nothing_is_in_flight(slow_upstream: FakeDirect
 # -- a log stream that fails -------------------------------------------------------------------------
 
 
-def _start(env: dict[str, str], stderr: Any, cwd: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [sys.executable, "-m", "tokens", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=cwd, env=child_environment(env), stdout=subprocess.DEVNULL, stderr=stderr)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{base_url}/api/health", timeout=1)
-            return process, base_url
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    stop_process(process)
-    raise RuntimeError("serve did not start")
-
-
 def test_with_standard_error_on_dev_full_no_token_is_issued_and_serve_says_so(
-    slow_upstream: FakeDirectLine, tmp_path: Path
+    fake: FakeDirectLine, tmp_path: Path
 ) -> None:
     """Once: 5 tokens issued, 0 audit records, exit 0."""
-    with open(os.devnull if sys.platform == "win32" else "/dev/full", "w") as full:
-        process, base_url = _start(base_env(slow_upstream.base_url), full, tmp_path)
+    with (
+        open(os.devnull if sys.platform == "win32" else "/dev/full", "w") as full,
+        serving(base_env(fake.base_url), tmp_path / "serve.log", stderr=full, ready_statuses=(200, 503)) as app,
+    ):
         try:
-            answers = [
-                requests.post(f"{base_url}/api/directline/token", json={}, headers=HEADERS, timeout=30)
-                for _ in range(5)
-            ]
-            health = requests.get(f"{base_url}/api/health", timeout=10)
+            answers = [requests.post(app.token_url, json={}, headers=HEADERS, timeout=30) for _ in range(5)]
+            health = requests.get(f"{app.base_url}/api/health", timeout=10)
         finally:
-            process.send_signal(signal.SIGTERM)
-            status = process.wait(30)
+            app.process.send_signal(signal.SIGTERM)
+            status = app.process.wait(30)
     assert [answer.status_code for answer in answers] == [500] * 5
     assert not any("token" in answer.json() for answer in answers)
     assert (health.status_code, health.json()["auditLog"]) == (503, "not written")
@@ -122,30 +96,28 @@ def test_with_standard_error_on_dev_full_no_token_is_issued_and_serve_says_so(
 
 
 def test_with_a_stalled_log_reader_every_token_issued_has_its_record_in_the_stream(
-    slow_upstream: FakeDirectLine, tmp_path: Path
+    fake: FakeDirectLine, tmp_path: Path
 ) -> None:
     """Once: 3,000 tokens issued, 193 records. The pipe holds 64 KiB; nobody reads it meanwhile."""
     reader, writer = os.pipe()
-    try:
-        process, base_url = _start(base_env(slow_upstream.base_url), writer, tmp_path)
-    finally:
-        os.close(writer)
     issued: list[str] = []
     refused = 0
-    session = requests.Session()
-    started = time.monotonic()
-    while time.monotonic() - started < 20 and refused < 20:
-        answer = session.post(f"{base_url}/api/directline/token", json={}, headers=HEADERS, timeout=30)
-        if answer.status_code == 200:
-            issued.append(answer.json()["conversationId"])
-        else:
-            assert answer.status_code == 500 and "token" not in answer.json()
-            refused += 1
-    process.send_signal(signal.SIGTERM)
-    chunks: list[bytes] = []
-    drain = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(reader, 65536), b"")))
-    drain.start()  # the reader comes back: what was written is read, what was held is flushed
-    status = process.wait(60)
+    with serving(base_env(fake.base_url), tmp_path / "serve.log", stderr=writer, ready_statuses=(200, 503)) as app:
+        os.close(writer)  # serve has its own
+        session = requests.Session()
+        started = time.monotonic()
+        while time.monotonic() - started < 20 and refused < 20:
+            answer = session.post(app.token_url, json={}, headers=HEADERS, timeout=30)
+            if answer.status_code == 200:
+                issued.append(answer.json()["conversationId"])
+            else:
+                assert answer.status_code == 500 and "token" not in answer.json()
+                refused += 1
+        app.process.send_signal(signal.SIGTERM)
+        chunks: list[bytes] = []
+        drain = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(reader, 65536), b"")))
+        drain.start()  # the reader comes back: what was written is read, what was held is flushed
+        status = app.process.wait(60)
     drain.join(30)
     os.close(reader)
     stream = b"".join(chunks).decode(errors="replace")
@@ -156,8 +128,8 @@ def test_with_a_stalled_log_reader_every_token_issued_has_its_record_in_the_stre
     assert status == 1
 
 
-def test_a_405_for_a_page_path_says_which_methods_it_takes(slow_upstream: FakeDirectLine, tmp_path: Path) -> None:
-    with serving(base_env(slow_upstream.base_url), tmp_path / "serve.log", demo=True) as app:
+def test_a_405_for_a_page_path_says_which_methods_it_takes(fake: FakeDirectLine, tmp_path: Path) -> None:
+    with serving(base_env(fake.base_url), tmp_path / "serve.log", demo=True) as app:
         answer = requests.post(f"{app.base_url}/", timeout=10)
     assert answer.status_code == 405
     assert answer.headers["Allow"] == "GET, HEAD"

@@ -20,7 +20,6 @@ import pytest
 
 from tests.conftest import base_env, served
 from tests.fakes import FakeDirectLine
-from tests.served import ServedApp
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="source addresses beyond 127.0.0.1 are Linux's")
 
@@ -36,13 +35,6 @@ ANSWERED_WITHIN = 2.0  # seconds
 SHARE_ANSWERED = 0.95
 
 
-@pytest.fixture
-def upstream() -> Iterator[FakeDirectLine]:
-    fake = FakeDirectLine()
-    yield fake
-    fake.close()
-
-
 @pytest.fixture(autouse=True)
 def enough_open_files() -> Iterator[None]:
     """This process opens over a thousand sockets; the usual soft limit is 1024."""
@@ -51,10 +43,6 @@ def enough_open_files() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
     yield
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def port_of(app: ServedApp) -> int:
-    return int(app.base_url.rsplit(":", 1)[1])
 
 
 def connect_from(source: str, port: int) -> socket.socket:
@@ -181,17 +169,17 @@ def read_answers(attacker: Attacker) -> None:
 
 
 def test_a_new_visitor_gets_tokens_while_ten_addresses_hold_every_connection_idle(
-    upstream: FakeDirectLine, tmp_path: Path
+    fake: FakeDirectLine, tmp_path: Path
 ) -> None:
     """Ten addresses each hold their whole share of kept-alive connections, idle after one request,
     and reopen at once every one the server closes: the 1,000 places are full, yet a visitor from an
     eleventh address gets its tokens, because a waiting client is given the longest-idle place."""
     sources = [f"127.0.0.{n}" for n in range(2, 12)]
-    with served(base_env(upstream.base_url), tmp_path) as app, attacking(port_of(app), sources) as attacker:
+    with served(base_env(fake.base_url), tmp_path) as app, attacking(app.port, sources) as attacker:
         attacker.open(TOKEN_REQUEST)
         read_answers(attacker)
         attacker.run(b"", every=0.01, first_bytes=TOKEN_REQUEST)
-        waited = probe(port_of(app), "127.0.0.12", PROBES)
+        waited = probe(app.port, "127.0.0.12", PROBES)
         assert attacker.reopened > 0, "the server never needed the attackers' places"
     assert_probes_answered(waited)
     assert "closing idle or unfinished ones to make room" in app.log_text()
@@ -202,7 +190,7 @@ HEADER_START = b"POST /api/directline/token HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Lar
 
 @pytest.mark.parametrize("header_kib", [30, 200])
 def test_a_new_visitor_gets_tokens_while_four_hundred_connections_trickle_large_headers(
-    upstream: FakeDirectLine, tmp_path: Path, header_kib: int
+    fake: FakeDirectLine, tmp_path: Path, header_kib: int
 ) -> None:
     """Four addresses each hold their whole share of connections, each sending a large header at
     once and then one byte more at a time, never ending it; the attacker reopens every connection the
@@ -211,16 +199,16 @@ def test_a_new_visitor_gets_tokens_while_four_hundred_connections_trickle_large_
     address still gets its tokens."""
     sources = [f"127.0.0.{n}" for n in range(2, 6)]
     large = HEADER_START + b"x" * (header_kib * 1024)
-    with served(base_env(upstream.base_url), tmp_path) as app, attacking(port_of(app), sources) as attacker:
+    with served(base_env(fake.base_url), tmp_path) as app, attacking(app.port, sources) as attacker:
         attacker.open(large)
         attacker.run(b"x", every=0.005, first_bytes=large)
         time.sleep(2)
-        waited = probe(port_of(app), "127.0.0.6", PROBES)
+        waited = probe(app.port, "127.0.0.6", PROBES)
     assert_probes_answered(waited)
 
 
-def test_a_header_over_32_kib_is_refused_in_the_json_error_shape(upstream: FakeDirectLine, tmp_path: Path) -> None:
-    with served(base_env(upstream.base_url), tmp_path) as app, connect_from("127.0.0.1", port_of(app)) as sock:
+def test_a_header_over_32_kib_is_refused_in_the_json_error_shape(fake: FakeDirectLine, tmp_path: Path) -> None:
+    with served(base_env(fake.base_url), tmp_path) as app, connect_from("127.0.0.1", app.port) as sock:
         sock.sendall(HEADER_START + b"x" * (32 * 1024 - len(HEADER_START)))  # no byte beyond, to be reset
         sock.settimeout(5)
         answer = b""
@@ -234,13 +222,13 @@ def test_a_header_over_32_kib_is_refused_in_the_json_error_shape(upstream: FakeD
 
 
 def test_when_every_place_is_taken_the_idle_connection_goes_before_an_arriving_request(
-    upstream: FakeDirectLine, tmp_path: Path
+    fake: FakeDirectLine, tmp_path: Path
 ) -> None:
     """With room for four connections: an arriving request (half its headers sent) outlasts the
     idle connections when new clients need their places."""
     args = ["--max-connections", "6"]  # the listening socket and waitress's wake-up pipe take two
-    with served(base_env(upstream.base_url), tmp_path, args=args) as app:
-        port = port_of(app)
+    with served(base_env(fake.base_url), tmp_path, args=args) as app:
+        port = app.port
         arriving = connect_from("127.0.0.2", port)
         arriving.sendall(HEADER_START)
         idle = [connect_from("127.0.0.3", port) for _ in range(3)]
