@@ -8,6 +8,7 @@ checked here."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -148,15 +149,8 @@ def test_a_smoke_run_is_not_judged_and_renders_zeros_without_dividing_by_zero() 
     zeros = dict.fromkeys((1, 64), 0.0)
     results = made_up_run(zeros, zeros, mode="smoke")
     empty = Level(LoadResult("python", 64, 0.0, 0, 0, math.nan, math.nan, math.nan, math.nan), 0.0, 0.0)
-    results = Results(
-        results.plan,
-        results.machine,
-        results.overhead,
-        ThroughputResult(2, 12, results.throughput.serve, results.throughput.node, empty),
-        results.cold_start,
-        results.memory,
-        "",
-        results.flex,
+    results = dataclasses.replace(
+        results, throughput=dataclasses.replace(results.throughput, fake=empty), profile_text=""
     )
 
     assert results.validity.label == "not judged (smoke)"

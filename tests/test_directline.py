@@ -7,14 +7,21 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from tests.certs import make_certificate
 from tests.conftest import AuditLog, ServiceFactory, payload, token_request
-from tests.fakes import SECRET, Behaviour, FakeClock, FakeDirectLine, LoopbackServer, refused_url
+from tests.fakes import (
+    SECRET,
+    Behaviour,
+    FakeClock,
+    FakeDirectLine,
+    LoopbackServer,
+    QuietHandler,
+    refused_url,
+)
 from tokens import trust
 from tokens.breaker import Breaker
 from tokens.directline import DirectLineClient, new_session
@@ -221,17 +228,12 @@ def test_a_proxy_from_the_environment_carries_the_calls(monkeypatch: pytest.Monk
     """HTTP(S)_PROXY, read once when the session is made, as requests reads it: every call goes through it."""
     seen: list[str] = []
 
-    class Proxy(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Proxy(QuietHandler):
         def do_POST(self) -> None:  # an HTTP proxy gets the whole URL in the request line
             seen.append(self.requestline)
             self.send_response(503)
             self.send_header("Content-Length", "0")
             self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
 
     proxy = LoopbackServer(Proxy)
     endpoint = "http://directline.invalid/v3/directline"  # reachable only through the proxy

@@ -56,9 +56,9 @@
   var DEFAULT_PREFIX = 'directline-token';
   var EXPIRY_MARGIN_MS = 30 * 1000; // a token this close to its end may die before the page uses it
   // (or a tenth of its life, for tokens shorter than five minutes: the demo's, made to expire fast)
-  var CLAIM_WAIT_MS = 100;
+  var CLAIM_WAIT_MS = 100; // how long a tab waits for another tab to say it holds the conversation
   var SPEECH_MARGIN_MS = 60 * 1000; // speech credentials are asked again a minute before their end
-  var SPEECH_ABSENT_MS = 10 * 60 * 1000; // "no speech here" is asked again after ten minutes // how long a tab waits for another tab to say it holds the conversation
+  var SPEECH_ABSENT_MS = 10 * 60 * 1000; // "no speech here" is asked again after ten minutes
   var START_OVER = ['invalid_ticket', 'ticket_not_yours', 'conversation_gone', 'resume_unavailable'];
 
   class ServiceError extends Error {
